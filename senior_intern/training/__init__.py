@@ -1,0 +1,1 @@
+"""senior_intern.training"""
