@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorsError, safe_open
+from safetensors import SafetensorError, safe_open
 
 from senior_intern.adapters.store import CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, check_id, new_adapter_id, write_json
 
@@ -68,7 +68,7 @@ def _weight_shapes(path: Path) -> dict[str, list[int]]:
     try:
         with safe_open(str(path), framework="pt") as fh:
             return {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    except (SafetensorsError, OSError, RuntimeError) as exc:
+    except (SafetensorError, OSError, RuntimeError) as exc:
         raise ValueError(f"{path.name} is unreadable ({exc})") from exc
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from senior_intern.config import ConfigError, TrainingJob
@@ -203,7 +203,7 @@ def verify(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path / "lora.safetensors"), framework="pt") as fh:
             for key in fh.keys():
                 fh.get_slice(key)
-    except (SafetensorsError, OSError, RuntimeError) as exc:
+    except (SafetensorError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is unreadable ({exc})") from exc
     expected = (path / "lora.safetensors").stat().st_size
     if expected < 8:
@@ -217,7 +217,7 @@ def load(path: str | Path) -> Checkpoint:
     state = verify(path)
     try:
         lora_state = load_file(str(path / "lora.safetensors"))
-    except (SafetensorsError, OSError) as exc:
+    except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is truncated ({exc})") from exc
     try:
         trainer_state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
