@@ -27,6 +27,25 @@ def _with_grad(params: Iterable[nn.Parameter]) -> tuple[list[nn.Parameter], list
     return params, [p.grad for p in params if p.grad is not None]
 
 
+def _by_device(grads: Sequence[torch.Tensor]) -> dict[torch.device, list[int]]:
+    groups: dict[torch.device, list[int]] = defaultdict(list)
+    for i, g in enumerate(grads):
+        groups[g.device].append(i)
+    return groups
+
+
+def _per_tensor_norms(grads: Sequence[torch.Tensor], ord: float) -> torch.Tensor:
+    """Norm of each gradient ([len(grads)] float32 on the first one's device), no sync.
+
+    ``ord=inf`` gives max |g| (NaN where a gradient holds a NaN).
+    """
+    out = torch.empty(len(grads), dtype=torch.float32, device=grads[0].device)
+    for indices in _by_device(grads).values():
+        norms = torch._foreach_norm([grads[i] for i in indices], ord=ord)
+        out[indices] = torch.stack([n.float() for n in norms]).to(out.device)
+    return out
+
+
 def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> float:
     """Global L2 norm of the gradients *before* clipping; scales them down to ``max_norm``.
 
@@ -35,13 +54,14 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> float:
     synchronisation (the returned float). Parameters without a gradient are ignored; with none
     at all the norm is 0.
     """
-    params, grads = _with_grad(params)
+    _, grads = _with_grad(params)
     if not grads:
         return 0.0
-    total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-    norm = float(total)  # device sync
+    norm = float(torch.linalg.vector_norm(_per_tensor_norms(grads, 2.0)))  # device sync
     if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+        scale = max_norm / (norm + 1e-6)
+        for indices in _by_device(grads).values():
+            torch._foreach_mul_([grads[i] for i in indices], scale)
     return norm
 
 
@@ -57,18 +77,6 @@ class GradientHealth:
     parameters_with_grad: int  # of which have a gradient
 
 
-def _per_tensor_max_abs(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """max |g| of each gradient ([len(grads)], NaN where a gradient holds a NaN), no sync."""
-    by_device: dict[torch.device, list[int]] = defaultdict(list)
-    for i, g in enumerate(grads):
-        by_device[g.device].append(i)
-    out = torch.empty(len(grads), dtype=torch.float32, device=grads[0].device)
-    for indices in by_device.values():
-        norms = torch._foreach_norm([grads[i] for i in indices], ord=math.inf)
-        out[indices] = torch.stack([n.float() for n in norms]).to(out.device)
-    return out
-
-
 def check_gradient_health(
     params: Iterable[nn.Parameter], max_abs_threshold: float = 1e6
 ) -> GradientHealth:
@@ -80,7 +88,7 @@ def check_gradient_health(
     params, grads = _with_grad(params)
     if not grads:
         return GradientHealth(True, False, False, 0.0, len(params), 0)
-    max_abs = _per_tensor_max_abs(grads)  # [n]
+    max_abs = _per_tensor_norms(grads, math.inf)  # [n]
     finite = max_abs.isfinite()
     stats = torch.stack([
         max_abs.isnan().any().double(),
