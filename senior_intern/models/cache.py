@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from senior_intern import paths
-from senior_intern.models.info import ModelLoadError, one_line
+from senior_intern.models.info import ModelLoadError, one_line, require_all_weights
 
 SOURCE_FILE = "source.json"
 FORMAT_VERSION = 1
@@ -83,11 +83,14 @@ def _write_conversion(source: Path, out: Path) -> None:
     if GgufConfig is not None:
         kwargs["quantization_config"] = GgufConfig(gguf_file=source.name, dequantize=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.parent, dtype=torch.float32, **kwargs)
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
+            source.parent, dtype=torch.float32, output_loading_info=True, **kwargs
+        )
+        require_all_weights(loading_info, source)
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    except MemoryError:
+    except (MemoryError, ModelLoadError):
         raise
     except Exception as exc:  # transformers and gguf raise many types; the user needs one line
         raise ModelLoadError(f"{source}: could not convert the GGUF file ({one_line(exc)})") from exc

@@ -69,6 +69,18 @@ def format_parameter_count(n: int) -> str:
     return f"{n / 1_000_000_000:.2f}B"
 
 
+def require_all_weights(loading_info: dict, where: object) -> None:
+    """Raise ``ModelLoadError`` when ``from_pretrained(..., output_loading_info=True)`` reports
+    parameters that the files did not provide (transformers would leave them random)."""
+    missing = sorted(loading_info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelLoadError(
+            f"{where}: the weight files lack {len(missing)} tensor(s) the model needs ({shown}); "
+            "the weights do not belong to this config"
+        )
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message as one line: its first line (with the next one when the first ends
     in a colon), or the exception's type name when it has no message."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from senior_intern.models import cache
-from senior_intern.models.info import ModelInfo, ModelLoadError, one_line
+from senior_intern.models.info import ModelInfo, ModelLoadError, one_line, require_all_weights
 from senior_intern.models.inspection import hf_layout, metadata, read_safetensors_header, resolve_model_path
 
 if TYPE_CHECKING:
@@ -117,10 +117,13 @@ def _load_folder(folder: Path, shown_as: Path, dtype: torch.dtype) -> tuple[Any,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, local_files_only=True, output_loading_info=True
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except MemoryError:
         raise
     except Exception as exc:  # transformers, safetensors and tokenizers raise many types
         raise ModelLoadError(f"{shown_as}: could not load the model ({one_line(exc)})") from exc
+    require_all_weights(loading_info, shown_as)
     return model, tokenizer

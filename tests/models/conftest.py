@@ -44,8 +44,9 @@ def _rope_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, 2, rows // n_heads // 2, -1).swapaxes(1, 2).reshape(weight.shape)
 
 
-def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
-    """Write ``make_tiny_llama(seed=seed)`` and the tiny tokenizer as a float32 Llama GGUF file."""
+def write_tiny_gguf(path: Path, seed: int = 0, drop: tuple[str, ...] = ()) -> Path:
+    """Write ``make_tiny_llama(seed=seed)`` and the tiny tokenizer as a float32 Llama GGUF file,
+    leaving out the GGUF tensors named in ``drop``."""
     import gguf
 
     model, tokenizer = make_tiny_llama(seed=seed), make_tiny_tokenizer()
@@ -75,15 +76,17 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     for name, tensor in model.state_dict().items():
         array = tensor.detach().numpy()
         if name in _TOP_TENSORS:
-            writer.add_tensor(_TOP_TENSORS[name], array)
-            continue
-        _, _, layer, rest = name.split(".", 3)
-        module = rest.removesuffix(".weight")
-        if module == "self_attn.q_proj":
-            array = _rope_permute(array, cfg.num_attention_heads)
-        elif module == "self_attn.k_proj":
-            array = _rope_permute(array, cfg.num_key_value_heads)
-        writer.add_tensor(f"blk.{layer}.{_LAYER_TENSORS[module]}.weight", array)
+            gguf_name = _TOP_TENSORS[name]
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            module = rest.removesuffix(".weight")
+            gguf_name = f"blk.{layer}.{_LAYER_TENSORS[module]}.weight"
+            if module == "self_attn.q_proj":
+                array = _rope_permute(array, cfg.num_attention_heads)
+            elif module == "self_attn.k_proj":
+                array = _rope_permute(array, cfg.num_key_value_heads)
+        if gguf_name not in drop:
+            writer.add_tensor(gguf_name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

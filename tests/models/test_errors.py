@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from safetensors.torch import load_file, save_file
+
+from senior_intern import paths
 from senior_intern.models import ModelLoadError, load_base_model, metadata
 from senior_intern.models.gguf_header import read_gguf_header
-from tests.models.conftest import save_tiny_folder
+from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+from tests.models.conftest import save_tiny_folder, write_tiny_gguf
 
 BERT_CONFIG = {
     "architectures": ["BertForMaskedLM"],
@@ -80,8 +84,6 @@ def test_folder_with_only_pickle_weights(tmp_path):
 
 def test_folder_with_a_missing_shard(tmp_path):
     folder = tmp_path / "m"
-    from tests.conftest import make_tiny_llama, make_tiny_tokenizer
-
     make_tiny_llama().save_pretrained(folder, max_shard_size="100KB")
     make_tiny_tokenizer().save_pretrained(folder)
     shard = sorted(folder.glob("model-*.safetensors"))[-1]
@@ -198,6 +200,29 @@ def test_config_transformers_cannot_build(tmp_path):
     with pytest.raises(ModelLoadError) as caught:
         load_base_model(folder)
     assert str(folder) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_folder_whose_weights_lack_a_tensor(tmp_path):
+    folder = save_tiny_folder(tmp_path / "m")
+    weights = load_file(folder / "model.safetensors")
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    assert metadata(folder).parameter_count < sum(p.numel() for p in make_tiny_llama().parameters())
+    with pytest.raises(ModelLoadError) as caught:
+        load_base_model(folder)
+    assert str(caught.value) == (
+        f"{folder.resolve()}: the weight files lack 1 tensor(s) the model needs "
+        "(model.layers.1.mlp.up_proj.weight); the weights do not belong to this config"
+    )
+
+
+def test_gguf_that_lacks_tensors_is_not_converted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENIOR_INTERN_HOME", str(tmp_path / "home"))
+    path = write_tiny_gguf(tmp_path / "partial.gguf", drop=("blk.0.ffn_up.weight", "blk.1.ffn_up.weight"))
+    with pytest.raises(ModelLoadError, match="lack 2 tensor") as caught:
+        load_base_model(path)
+    assert str(caught.value).startswith(str(path))
+    assert not [p for p in paths.model_cache_dir().iterdir() if p.is_dir()]  # nothing half-written
 
 
 def test_weights_that_do_not_fit_the_config(tmp_path):
