@@ -1,0 +1,135 @@
+"""Work the Train page runs on a background thread: model details, dataset analysis, LR preview.
+
+Each function may import torch and transformers (inside the function, never at module import)
+and may take seconds; the page calls them through ``TaskRunner``. Also the torch-free helper
+that tells a dropped model apart from a dropped dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senior_intern.config import TrainingConfig, TrainingJob
+
+PREVIEW_SAMPLES = 3
+_MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
+_tokenizers: dict[str, Any] = {}
+_tokenizer_lock = threading.Lock()
+
+
+def is_model_path(path: str | Path) -> bool:
+    """True for a ``.gguf`` file or a Hugging Face model folder (``config.json`` next to weights)."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix.lower() == ".gguf"
+    if p.is_dir() and (p / "config.json").is_file():
+        return any(next(p.glob(pattern), None) is not None for pattern in _MODEL_WEIGHTS)
+    return False
+
+
+def model_details(path: str) -> dict[str, str]:
+    """Readable facts about a base model (architecture, parameters, vocabulary, context, size...)."""
+    from senior_intern.hardware.metrics import format_bytes
+    from senior_intern.models import metadata
+
+    info = metadata(path)
+    facts = {
+        "Architecture": f"{info.architecture} ({info.model_type})",
+        "Parameters": info.parameters_label,
+        "Layers": f"{info.num_layers} x hidden {info.hidden_size}, {info.num_attention_heads} heads ({info.num_kv_heads} KV)",
+        "Vocabulary": f"{info.vocab_size:,}",
+        "Context length": f"{info.context_length:,} tokens",
+        "Size on disk": format_bytes(info.file_size),
+        "Weights": info.quantization or info.dtype,
+        "Chat template": "yes" if info.has_chat_template else "no",
+    }
+    return {k: v for k, v in facts.items() if v}
+
+
+def tokenizer_cached(model_path: str) -> bool:
+    """True when the tokenizer of ``model_path`` is already loaded (analysis will be quick)."""
+    return model_path in _tokenizers
+
+
+def _tokenizer_folder(model_path: str) -> Path:
+    """The folder the tokenizer loads from: the model folder, or a GGUF file's converted copy.
+
+    A GGUF file is converted into the model cache once (as the engine does before training),
+    so the run that follows starts from the cache.
+    """
+    from senior_intern.models import cache, metadata
+
+    info = metadata(model_path)
+    if info.source_format != "gguf":
+        return Path(info.path)
+    return cache.cached_conversion(info.content_hash) or cache.convert_gguf(Path(info.path), info.content_hash)
+
+
+def load_tokenizer(model_path: str) -> Any:
+    """The model's tokenizer, loaded once per path and kept (a GGUF file's first load takes seconds)."""
+    with _tokenizer_lock:
+        if model_path not in _tokenizers:
+            from transformers import AutoTokenizer
+
+            folder = _tokenizer_folder(model_path)
+            try:
+                _tokenizers[model_path] = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{model_path}: could not load the tokenizer ({exc})") from exc
+        return _tokenizers[model_path]
+
+
+@dataclass(frozen=True)
+class DatasetAnalysis:
+    """What the Train page shows about a dataset for the current settings."""
+
+    stats: Any  # senior_intern.data.DatasetStats of all samples
+    previews: list[tuple[str, list[tuple[str, bool]]]]  # (source, [(text piece, trained)])
+    train_samples: int
+    validation_samples: int
+    steps_per_epoch: int  # optimizer steps per epoch (after gradient accumulation)
+    total_steps: int
+    messages: list[str] = field(default_factory=list)
+
+
+def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
+    """Load and tokenise ``job.dataset_path`` with the model's tokenizer; count samples and steps.
+
+    Follows the engine: the validation file or split is held out, batches are packed or padded
+    as configured, and ``max_steps`` caps the total.
+    """
+    from senior_intern.data import dataset_stats, load_dataset, preview, split
+
+    t = job.training
+    tokenizer = load_tokenizer(job.base_model_path)
+    loaded = load_dataset(job.dataset_path, tokenizer, job.data, t.max_seq_length)
+    stats = dataset_stats(loaded, max(1, t.batch_size), t.max_seq_length, t.packing, t.seed)
+    if job.validation_path:
+        train, validation = loaded.samples, load_dataset(job.validation_path, tokenizer, job.data, t.max_seq_length).samples
+    else:
+        train, validation = split(loaded.samples, job.validation_split, t.seed)
+    train_stats = dataset_stats(dataclasses.replace(loaded, samples=train), max(1, t.batch_size), t.max_seq_length, t.packing, t.seed)
+    steps = math.ceil(train_stats.steps_per_epoch / max(1, t.gradient_accumulation_steps))
+    total = steps * max(1, t.epochs)
+    if t.max_steps is not None:
+        total = min(total, t.max_steps)
+    previews = [(s.source, preview(s, tokenizer)) for s in loaded.samples[:PREVIEW_SAMPLES]]
+    return DatasetAnalysis(stats, previews, len(train), len(validation), steps, total, loaded.summary_lines())
+
+
+def schedule_preview(cfg: TrainingConfig, total_steps: int, points: int = 200) -> tuple[list[int], list[float]]:
+    """The learning rate over the run: ([step], [lr]) at about ``points`` evenly spaced steps."""
+    from senior_intern.training.optim import lr_at
+
+    if total_steps < 1:
+        return [], []
+    stride = max(1, total_steps // points)
+    steps = list(range(0, total_steps, stride))
+    if steps[-1] != total_steps - 1:
+        steps.append(total_steps - 1)
+    return steps, [lr_at(s, cfg, total_steps) for s in steps]

@@ -1,0 +1,383 @@
+"""The Train page: pick a base model and a dataset, set the job up, check it, start it.
+
+Model details and the dataset analysis run on background threads (they need transformers);
+validation runs on every edit and is cheap. Errors block Start and sit next to their field;
+warnings are shown but allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import html
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from senior_intern.config import TrainingJob
+from senior_intern.defaults import PRESET_DESCRIPTIONS, PRESETS, apply_preset
+from senior_intern.gui import analysis
+from senior_intern.gui.dataset_panel import DatasetPanel
+from senior_intern.gui.errors import describe_error
+from senior_intern.gui.estimate_panel import EstimatePanel
+from senior_intern.gui.job_form import JobForm, fields_for_message
+from senior_intern.gui.settings import AppSettings
+from senior_intern.gui.tasks import TaskRunner
+from senior_intern.gui.widgets import ERROR_STYLE, BusyLine, PathPicker
+
+MODEL_FILTER = "GGUF models (*.gguf);;All files (*)"
+DATASET_FILTER = "Datasets (*.jsonl *.json *.txt *.md);;Source code (*.py *.rs *.js *.ts *.go *.java *.c *.cpp *.h *.cs);;All files (*)"
+CUSTOM = "Custom"
+ANALYSIS_DELAY_MS = 400
+
+
+def _analysis_key(job: TrainingJob) -> tuple:
+    t = job.training
+    return (job.base_model_path, job.dataset_path, job.validation_path, job.validation_split, repr(dataclasses.asdict(job.data)),
+            t.max_seq_length, t.batch_size, t.gradient_accumulation_steps, t.packing, t.seed, t.epochs, t.max_steps)
+
+
+class TrainPage(QWidget):
+    """Set-up of a training job; ``start_requested(job)`` when the user starts a valid one."""
+
+    start_requested = Signal(object)
+    validity_changed = Signal(bool)
+
+    def __init__(self, settings: AppSettings, tasks: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings, self.tasks = settings, tasks
+        self._job = TrainingJob()
+        self._analysis: analysis.DatasetAnalysis | None = None
+        self._analysis_for: tuple | None = None
+        self._analysis_task = self._model_task = self._schedule_task = 0
+        self._schedule_for: tuple | None = None
+        self._analysis_error = ""
+        self._running = False
+        self._valid = False
+        self._problems: list[str] = []
+
+        self.model_picker = PathPicker("Base model", MODEL_FILTER, True, "Drop a .gguf file or a model folder here")
+        self.model_picker.start_folder = lambda: self.settings.start_folder("model")
+        self.model_busy = BusyLine()
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.dataset_picker = PathPicker("Dataset", DATASET_FILTER, True, "Drop a .jsonl/.json/.txt file or a folder of code here")
+        self.dataset_picker.start_folder = lambda: self.settings.start_folder("dataset")
+        self.dataset_panel = DatasetPanel()
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        for widget in (self.model_picker, self.model_busy, self.model_info, self.dataset_picker):
+            left_layout.addWidget(widget)
+        left_layout.addWidget(self.dataset_panel, 1)
+        left_scroll = QScrollArea()
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setWidget(left)
+
+        self.preset = QComboBox()
+        self.preset.addItems([CUSTOM, *PRESETS])
+        self.preset.setToolTip("\n".join(PRESET_DESCRIPTIONS.values()))
+        self.preset_description = QLabel()
+        self.preset_description.setWordWrap(True)
+        self.form = JobForm()
+        self.problems_label = QLabel()
+        self.problems_label.setWordWrap(True)
+        self.problems_label.setStyleSheet(ERROR_STYLE)
+        self.warnings_label = QLabel()
+        self.warnings_label.setWordWrap(True)
+        self.estimate = EstimatePanel()
+        self.save_button = QPushButton("Save job…")
+        self.load_button = QPushButton("Load job…")
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(QLabel("Preset"))
+        preset_row.addWidget(self.preset)
+        preset_row.addWidget(self.preset_description, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.save_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.start_button)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addLayout(preset_row)
+        right_layout.addWidget(self.form, 1)
+        right_layout.addWidget(self.estimate)
+        right_layout.addWidget(self.problems_label)
+        right_layout.addWidget(self.warnings_label)
+        right_layout.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left_scroll)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+        self._analysis_timer = QTimer(self)
+        self._analysis_timer.setSingleShot(True)
+        self._analysis_timer.setInterval(ANALYSIS_DELAY_MS)
+        self._analysis_timer.timeout.connect(self._analyze)
+        self.model_picker.path_changed.connect(self._model_changed)
+        self.dataset_picker.path_changed.connect(self._dataset_changed)
+        self.form.changed.connect(self._edited)
+        self.preset.activated.connect(lambda index: self.apply_preset(self.preset.itemText(index)))
+        self.start_button.clicked.connect(self.start)
+        self.save_button.clicked.connect(self.save_job_dialog)
+        self.load_button.clicked.connect(self.load_job_dialog)
+
+    # --- the job ----------------------------------------------------------------------------------
+    def set_job(self, job: TrainingJob) -> None:
+        """Show ``job`` in the page (paths, fields) and refresh details, analysis and validation."""
+        self._job = copy.deepcopy(job)
+        self.model_picker.set_path(job.base_model_path, emit=False)
+        self.dataset_picker.set_path(job.dataset_path, emit=False)
+        self.form.set_job(self._job)
+        self._sync_preset()
+        self._load_model_details()
+        self._edited()
+
+    def current_job(self) -> tuple[TrainingJob, dict[str, str]]:
+        """The job as shown (a fresh copy) and {field: problem} for fields that could not be read."""
+        job = copy.deepcopy(self._job)
+        job.base_model_path = self.model_picker.path()
+        job.dataset_path = self.dataset_picker.path()
+        problems = self.form.apply_to(job)
+        return job, problems
+
+    @property
+    def is_valid(self) -> bool:
+        """True when Start is allowed (no error; warnings allowed)."""
+        return self._valid
+
+    @property
+    def problems(self) -> list[str]:
+        """The errors that block Start, as shown."""
+        return list(self._problems)
+
+    @property
+    def analysis(self) -> analysis.DatasetAnalysis | None:
+        """The latest dataset analysis (None while none matches the current settings)."""
+        return self._analysis
+
+    def apply_preset(self, name: str) -> None:
+        """Set the preset's fields (other fields keep their values)."""
+        if name not in PRESETS:
+            self._sync_preset()
+            return
+        job, _ = self.current_job()
+        apply_preset(job, name)
+        self._job = job
+        self.form.set_job(job)
+        self._edited()
+
+    def _sync_preset(self) -> None:
+        job, _ = self.current_job()
+        match = next((name for name, sections in PRESETS.items()
+                      if all(getattr(getattr(job, sec), k) == v for sec, values in sections.items() for k, v in values.items())), CUSTOM)
+        self.preset.setCurrentText(match)
+        self.preset_description.setText(PRESET_DESCRIPTIONS.get(match, "Your own settings."))
+
+    # --- edits and validation -----------------------------------------------------------------------
+    def _model_changed(self, path: str) -> None:
+        if path:
+            self.settings.set_last_path("model", path)
+        self._load_model_details()
+        self._edited()
+
+    def _dataset_changed(self, path: str) -> None:
+        if path:
+            self.settings.set_last_path("dataset", path)
+        self._edited()
+
+    def _edited(self) -> None:
+        job, parse_problems = self.current_job()
+        self._sync_preset()
+        key = _analysis_key(job)
+        if key != self._analysis_for:
+            self._analysis, self._analysis_error = None, ""
+            if Path(job.base_model_path).exists() and Path(job.dataset_path).exists() and not parse_problems:
+                self._analysis_timer.start()
+            else:
+                self._analysis_timer.stop()
+                self.dataset_panel.clear()
+        self._validate(job, parse_problems)
+
+    def _validate(self, job: TrainingJob, parse_problems: dict[str, str]) -> None:
+        total = self._analysis.total_steps if self._analysis else None
+        result = job.validate(total_steps=total)
+        errors: dict[str, list[str]] = {k: [v] for k, v in parse_problems.items()}
+        warnings: dict[str, list[str]] = {}
+        general_errors, general_warnings = [], []
+        for bucket, general, messages in ((errors, general_errors, result.errors), (warnings, general_warnings, result.warnings)):
+            for message in messages:
+                keys = [k for k in fields_for_message(message) if self.form.has_field(k)]
+                for k in keys:
+                    bucket.setdefault(k, []).append(message)
+                if not keys:
+                    general.append(message)
+        model_errors = [m for m in general_errors if fields_for_message(m) == ("base_model_path",)]
+        dataset_errors = [m for m in general_errors if fields_for_message(m) == ("dataset_path",)]
+        self.model_picker.show_message("\n".join(model_errors))
+        self.dataset_picker.show_message("\n".join(dataset_errors))
+        self.form.show_messages(errors, warnings)
+        self._problems = [f"{k}: {v[0]}" if k in parse_problems else v[0] for k, v in errors.items()] + general_errors
+        if self._analysis_error:
+            self._problems.append(self._analysis_error)
+        self.problems_label.setText("Fix before starting:\n• " + "\n• ".join(self._problems) if self._problems else "")
+        self.problems_label.setVisible(bool(self._problems))
+        self.warnings_label.setText("\n".join(f"⚠ {w}" for w in general_warnings))
+        self.warnings_label.setVisible(bool(general_warnings))
+        self.estimate.set_counts(job, self._analysis)
+        self._update_schedule(job)
+        valid = not self._problems
+        if valid != self._valid:
+            self._valid = valid
+            self.validity_changed.emit(valid)
+        self.start_button.setEnabled(valid and not self._running)
+
+    # --- background work --------------------------------------------------------------------------
+    def _load_model_details(self) -> None:
+        path = self.model_picker.path()
+        self.model_info.clear()
+        if not path or not Path(path).exists():
+            self.model_busy.stop()
+            return
+        self.model_busy.start("Reading the model…")
+        self._model_task = self.tasks.submit(
+            analysis.model_details, path,
+            on_done=lambda facts: self._model_details_ready(path, facts),
+            on_error=lambda exc: self._model_details_failed(path, exc),
+        )
+
+    def _model_details_ready(self, path: str, facts: dict[str, str]) -> None:
+        if path != self.model_picker.path():
+            return
+        self.model_busy.stop()
+        rows = "".join(f"<tr><td>{html.escape(k)}&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+        self.model_info.setText(f"<table>{rows}</table>")
+
+    def _model_details_failed(self, path: str, exc: BaseException) -> None:
+        if path != self.model_picker.path():
+            return
+        self.model_busy.stop()
+        self.model_info.setText(f"<span style='{ERROR_STYLE}'>Could not read the model: {html.escape(describe_error(exc))}</span>")
+
+    def _analyze(self) -> None:
+        job, problems = self.current_job()
+        if problems:
+            return
+        key = _analysis_key(job)
+        cached = analysis.tokenizer_cached(job.base_model_path)
+        self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
+        self._analysis_task = task = self.tasks.submit(
+            analysis.analyze_dataset, job,
+            on_done=lambda result: self._analysis_ready(task, key, result),
+            on_error=lambda exc: self._analysis_failed(task, key, exc),
+        )
+
+    def _analysis_ready(self, task: int, key: tuple, result: analysis.DatasetAnalysis) -> None:
+        if task != self._analysis_task:
+            return  # a newer analysis is on its way
+        self._analysis, self._analysis_for, self._analysis_error = result, key, ""
+        self.dataset_panel.set_analysis(result)
+        self._edited()
+
+    def _analysis_failed(self, task: int, key: tuple, exc: BaseException) -> None:
+        if task != self._analysis_task:
+            return
+        self._analysis, self._analysis_for = None, key  # not retried until a relevant setting changes
+        self._analysis_error = f"The dataset could not be read: {describe_error(exc)}"
+        self.dataset_panel.set_error(self._analysis_error)
+        self._edited()
+
+    def _update_schedule(self, job: TrainingJob) -> None:
+        if self._analysis is None:
+            self._schedule_for = None
+            return
+        key = (self._analysis.total_steps, str(vars(job.training)))
+        if key == self._schedule_for:
+            return
+        self._schedule_for = key
+        self._schedule_task = task = self.tasks.submit(
+            analysis.schedule_preview, copy.deepcopy(job.training), self._analysis.total_steps,
+            on_done=lambda curve: self._schedule_ready(task, curve),
+            on_error=lambda exc: self._schedule_ready(task, ([], [])),
+        )
+
+    def _schedule_ready(self, task: int, curve: tuple[list[int], list[float]]) -> None:
+        if task == self._schedule_task:
+            self.estimate.set_schedule(*curve)
+
+    # --- actions ----------------------------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        """Disable Start while a run is in progress."""
+        self._running = running
+        self.start_button.setEnabled(self._valid and not running)
+
+    def start(self) -> None:
+        """Ask to start the job when it is valid; otherwise show where the problem is."""
+        job, problems = self.current_job()
+        self._validate(job, problems)
+        if not self._valid or self._running:
+            first = next((k for k in self.form.editors if self.form.message(k) and k in problems), None)
+            if first:
+                self.form.focus_field(first)
+            return
+        self.settings.set_last_job(job)
+        self.start_requested.emit(job)
+
+    def handle_drop(self, paths: list[str]) -> list[str]:
+        """Use dropped paths: a model file/folder becomes the base model, anything else the dataset."""
+        used = []
+        for path in paths:
+            if analysis.is_model_path(path):
+                self.model_picker.set_path(path)
+                used.append(f"model: {path}")
+            elif Path(path).exists():
+                self.dataset_picker.set_path(path)
+                used.append(f"dataset: {path}")
+        return used
+
+    def save_job_dialog(self) -> None:
+        """Save the job as a TOML file."""
+        job, _ = self.current_job()
+        start = str(Path(self.settings.start_folder("job")) / f"{job.name or 'job'}.toml")
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", start, "Job files (*.toml)")
+        if not path:
+            return
+        try:
+            job.save(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Could not save the job", describe_error(exc))
+            return
+        self.settings.set_last_path("job", path)
+
+    def load_job_dialog(self) -> None:
+        """Load a job from a TOML file."""
+        path, _ = QFileDialog.getOpenFileName(self, "Load job", self.settings.start_folder("job"), "Job files (*.toml);;All files (*)")
+        if path:
+            self.load_job(path)
+
+    def load_job(self, path: str) -> bool:
+        """Read a job file into the page; a readable message when it cannot be read."""
+        try:
+            job = TrainingJob.load(path)
+        except (ValueError, OSError) as exc:
+            QMessageBox.warning(self, "Could not load the job", describe_error(exc))
+            return False
+        self.settings.set_last_path("job", path)
+        self.set_job(job)
+        return True

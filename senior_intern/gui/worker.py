@@ -1,0 +1,173 @@
+"""The training run on a ``QThread``, its events re-emitted as Qt signals in the GUI thread.
+
+``TrainingWorker`` lives in the worker thread: it imports the engine when the job starts (so the
+GUI never waits for torch at start-up), runs ``Trainer.run`` / ``Trainer.resume`` and turns every
+engine event into a signal. ``TrainingRunner`` lives in the GUI thread: it owns the thread and the
+``TrainingControl``, receives the worker's signals through queued connections and re-emits them,
+so whatever connects to the runner runs in the GUI thread and may touch widgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from senior_intern.config import TrainingJob
+from senior_intern.training.control import TrainingControl
+from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
+
+
+class TrainingWorker(QObject):
+    """Runs one job (or one resume) in the thread it was moved to; never touches a widget."""
+
+    state_changed = Signal(object)  # StateChanged
+    progress = Signal(object)  # Progress
+    evaluated = Signal(object)  # Evaluated
+    log = Signal(object)  # LogMessage
+    finished = Signal(object)  # TrainingResult
+    failed = Signal(object)  # Exception raised outside the engine's own handling
+
+    def __init__(self, control: TrainingControl, job: TrainingJob | None = None, resume_from: str | Path | None = None) -> None:
+        super().__init__()
+        if (job is None) == (resume_from is None):
+            raise ValueError("Give either a job to run or a checkpoint/run folder to resume, not both")
+        self.control, self.job, self.resume_from = control, job, resume_from
+
+    @Slot()
+    def run(self) -> None:
+        """Train to the end; emits ``finished(result)`` or ``failed(exception)``."""
+        try:
+            from senior_intern.training.engine import Trainer
+
+            trainer = Trainer()
+            if self.job is not None:
+                result = trainer.run(self.job, self.control, self._on_event)
+            else:
+                result = trainer.resume(self.resume_from, self.control, self._on_event)
+        except Exception as exc:  # engine import errors, a damaged checkpoint to resume from...
+            self.failed.emit(exc)
+        else:
+            self.finished.emit(result)
+        finally:
+            QThread.currentThread().quit()  # the thread ends with the run, even if nobody waits on it
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, Progress):
+            self.progress.emit(event)
+        elif isinstance(event, StateChanged):
+            self.state_changed.emit(event)
+        elif isinstance(event, Evaluated):
+            self.evaluated.emit(event)
+        elif isinstance(event, LogMessage):
+            self.log.emit(event)
+
+
+class TrainingRunner(QObject):
+    """Starts runs on a worker thread and relays their signals in the GUI thread; one run at a time."""
+
+    started = Signal()
+    state_changed = Signal(object)
+    progress = Signal(object)
+    evaluated = Signal(object)
+    log = Signal(object)
+    finished = Signal(object)  # TrainingResult
+    failed = Signal(object)  # Exception
+    running_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._worker: TrainingWorker | None = None
+        self.control: TrainingControl | None = None
+
+    @property
+    def running(self) -> bool:
+        """True from ``start``/``resume`` until the worker thread has ended."""
+        return self._thread is not None
+
+    def start(self, job: TrainingJob) -> None:
+        """Train ``job`` in the background."""
+        self._launch(job=job)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue the run of a checkpoint folder or run folder in the background."""
+        self._launch(resume_from=path)
+
+    def _launch(self, job: TrainingJob | None = None, resume_from: str | Path | None = None) -> None:
+        if self.running:
+            raise RuntimeError("A training run is already in progress; wait for it to end or cancel it first")
+        self.control = TrainingControl()
+        worker = TrainingWorker(self.control, job=job, resume_from=resume_from)
+        thread = QThread()
+        thread.setObjectName("training-worker")
+        worker.moveToThread(thread)
+        queued = Qt.ConnectionType.QueuedConnection
+        worker.state_changed.connect(self.state_changed, queued)
+        worker.progress.connect(self.progress, queued)
+        worker.evaluated.connect(self.evaluated, queued)
+        worker.log.connect(self.log, queued)
+        worker.finished.connect(self._on_finished, queued)
+        worker.failed.connect(self._on_failed, queued)
+        thread.started.connect(worker.run)
+        thread.finished.connect(self._on_thread_finished, queued)
+        self._thread, self._worker = thread, worker
+        thread.start()
+        self.running_changed.emit(True)
+        self.started.emit()
+
+    @Slot(object)
+    def _on_finished(self, result: object) -> None:
+        self._stop_thread()
+        self.finished.emit(result)
+
+    @Slot(object)
+    def _on_failed(self, exc: object) -> None:
+        self._stop_thread()
+        self.failed.emit(exc)
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()
+            self._thread = None
+            self._worker = None
+            self.running_changed.emit(False)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        """Nothing left to do once ``_stop_thread`` ran; kept so a thread ending early is noticed."""
+        if self._thread is not None and self._thread.isFinished():
+            self._stop_thread()
+
+    # --- control ----------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Ask the run to pause at the next micro-batch boundary."""
+        if self.control is not None:
+            self.control.pause()
+
+    def resume_run(self) -> None:
+        """Let a paused run continue."""
+        if self.control is not None:
+            self.control.resume()
+
+    def cancel(self) -> None:
+        """Ask the run to stop; it saves a resumable checkpoint and ends as Cancelled."""
+        if self.control is not None:
+            self.control.cancel()
+
+    @property
+    def paused(self) -> bool:
+        """True while a pause is requested."""
+        return self.control is not None and self.control.paused
+
+    def shutdown(self, timeout_ms: int = 60000) -> bool:
+        """Cancel a run in progress and wait for its thread (window closing); True when it ended."""
+        if self._thread is None:
+            return True
+        self.cancel()
+        ended = self._thread.wait(timeout_ms)
+        if ended:
+            self._thread = None
+            self._worker = None
+        return ended
