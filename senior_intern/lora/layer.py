@@ -1,0 +1,140 @@
+"""``LoraLayer``: low-rank adaptation of one ``nn.Linear``.
+
+    y = W0 x + b0 + (alpha / r) * (B (A dropout(x)) + b_B)
+
+with A [r, in] and B [out, r] trainable and W0 [out, in], b0 [out] frozen. ``b_B`` exists only
+with a LoRA bias (``bias`` = ``lora_only`` or ``all``) and is scaled like PEFT's ``lora_bias``.
+Parameter names follow PEFT (``base_layer.weight``, ``lora_A.weight``, ``lora_B.weight``,
+``lora_B.bias``), so a model's state-dict keys are PEFT's keys without the adapter name.
+
+Speed: dropout draws a 0/1 uint8 mask with ``keep_mask`` (see ``dropout.py`` for the
+measurements) and its ``1 / (1 - p)`` scale is folded, together with ``alpha / r``, into the
+rank-r intermediate ``A x`` [.., r] instead of a pass over the [.., out] output; the B product
+is accumulated onto the base output with one ``addmm``. In eval mode or with p = 0 there is no
+dropout work at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from senior_intern.config import LoraBias, LoraConfig, LoraInit
+from senior_intern.lora.base import LoraBase
+from senior_intern.lora.dropout import keep_mask
+
+
+class LoraLayer(LoraBase):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha / r) B A``.
+
+    ``base``: the linear layer to adapt (kept as ``base_layer``; its weight is frozen, its bias
+    trains only with ``bias = all``). ``cfg``: rank, alpha, dropout, bias mode and init.
+    ``name``: the layer's qualified name, used in error messages. ``dtype`` / ``device``: where
+    the LoRA factors live (default: those of the base weight).
+
+    Raises ``ValueError`` when the rank exceeds ``min(in_features, out_features)`` or the dropout
+    is outside [0, 1).
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        cfg: LoraConfig,
+        name: str = "",
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoraLayer wraps an nn.Linear, got {type(base).__name__} for {name or '<unnamed>'}")
+        self._init_common(cfg, name, base.in_features, base.out_features)
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1) (layer {name or '<unnamed>'}), got {cfg.dropout}")
+        self.dropout = float(cfg.dropout)
+        self.bias_mode = LoraBias(cfg.bias)
+        self.base_layer = base
+        factory = {"device": device or base.weight.device, "dtype": dtype or base.weight.dtype}
+        self.lora_A = nn.Linear(self.in_features, self.rank, bias=False, **factory)
+        self.lora_B = nn.Linear(self.rank, self.out_features, bias=self.bias_mode != LoraBias.NONE, **factory)
+        base.weight.requires_grad_(False)
+        if base.bias is not None:
+            base.bias.requires_grad_(self.bias_mode == LoraBias.ALL)
+        self.reset()
+
+    @classmethod
+    def from_base(cls, base: nn.Linear, cfg: LoraConfig, name: str = "", **kwargs) -> "LoraLayer":
+        """Wrap ``base`` (same as the constructor; reads well at call sites)."""
+        return cls(base, cfg, name, **kwargs)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The base bias (or None), so code that reads ``module.bias`` keeps working."""
+        return self.base_layer.bias
+
+    # --- initialisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Re-initialise A (``init_method`` times ``init_scale``) and zero B (unmerging first).
+
+        kaiming_uniform: U(-1/sqrt(in), 1/sqrt(in)) as ``kaiming_uniform_(a=sqrt(5))`` gives (PEFT's
+        default); gaussian: N(0, (1/r)^2); zeros: A and B both zero.
+        """
+        self.unmerge()
+        a = self.lora_A.weight
+        if self.init_method == LoraInit.KAIMING_UNIFORM:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            a.mul_(self.init_scale)
+        elif self.init_method == LoraInit.GAUSSIAN:
+            nn.init.normal_(a, mean=0.0, std=1.0 / self.rank)
+            a.mul_(self.init_scale)
+        else:
+            a.zero_()
+        self.lora_B.weight.zero_()
+        if self.lora_B.bias is not None:
+            self.lora_B.bias.zero_()
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] -> [..., out]: base output plus the scaled low-rank update."""
+        result = self.base_layer(x)
+        if self.merged or self.disabled:
+            return result
+        a, b = self.lora_A.weight, self.lora_B.weight
+        lora_in = x if x.dtype == a.dtype else x.to(a.dtype)
+        scale = self.scaling
+        if self.training and self.dropout > 0.0:
+            lora_in = lora_in * keep_mask(lora_in, self.dropout)  # [..., in], uint8 mask
+            scale = scale / (1.0 - self.dropout)
+        hidden = F.linear(lora_in, a) * scale  # [..., r]: both scales applied on the rank-r tensor
+        lora_bias = self.lora_B.bias
+        if result.dtype == b.dtype:
+            flat = torch.addmm(result.reshape(-1, self.out_features), hidden.reshape(-1, self.rank), b.t())
+            if lora_bias is not None:
+                flat = flat.add_(lora_bias, alpha=self.scaling)
+            return flat.view(result.shape)
+        update = F.linear(hidden, b)
+        if lora_bias is not None:
+            update = update + lora_bias * self.scaling
+        return result + update.to(result.dtype)
+
+    # --- hooks for LoraBase -------------------------------------------------------------------
+    def lora_tensors(self) -> dict[str, nn.Parameter]:
+        """``lora_A.weight`` [r, in], ``lora_B.weight`` [out, r] and, with a LoRA bias, ``lora_B.bias`` [out]."""
+        factors = {"lora_A.weight": self.lora_A.weight, "lora_B.weight": self.lora_B.weight}
+        if self.lora_B.bias is not None:
+            factors["lora_B.bias"] = self.lora_B.bias
+        return factors
+
+    def _delta_weight(self) -> torch.Tensor:
+        """float32 [out, in] = scaling * B A."""
+        return (self.lora_B.weight.float() @ self.lora_A.weight.float()).mul_(self.scaling)
+
+    def _delta_bias(self) -> torch.Tensor | None:
+        """float32 [out] = scaling * b_B, or None without a LoRA bias."""
+        if self.lora_B.bias is None:
+            return None
+        return self.lora_B.bias.float() * self.scaling
