@@ -1,0 +1,162 @@
+"""The Adapters page on real adapter folders: import, rename, describe, export GGUF, delete, damaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+from senior_intern.gui.adapters_page import COLUMNS, ID_ROLE
+from senior_intern.gui.dialogs import ExportChoice, ExportGgufDialog, MergeChoice, MergeDialog
+from tests.conftest import make_tiny_llama
+
+
+def save_peft_adapter(folder: Path, seed: int = 0) -> Path:
+    """A real PEFT LoRA adapter (rank 4, q/v projections, non-zero B) for the tiny Llama."""
+    import peft
+    import torch
+
+    model = make_tiny_llama(seed=1)
+    peft_model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def library_page(window, qtbot, tmp_path):
+    """The Adapters page on an empty library in a temp folder, shown."""
+    page = window.adapters_page
+    window.show_page(2)
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.set_root(tmp_path / "library")
+    return page
+
+
+def _rows(page) -> list[list[str]]:
+    return [[page.proxy.index(r, c).data() for c in range(len(COLUMNS))] for r in range(page.proxy.rowCount())]
+
+
+def _import(page, qtbot, monkeypatch, folder: Path) -> str:
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(folder)))
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.buttons["Import…"].trigger()
+    return page.selected_id()
+
+
+def test_import_rename_describe_and_delete(library_page, qtbot, monkeypatch, tmp_path, messages):
+    page = library_page
+    assert _rows(page) == [] and not page.empty_label.isHidden()
+    adapter_id = _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "peft-made"))
+    assert adapter_id and adapter_id.startswith("peft-made")
+    rows = _rows(page)
+    assert len(rows) == 1 and rows[0][0] == "peft-made" and rows[0][2] == "4" and rows[0][-1] == "Imported"
+    assert page.buttons["Rename…"].isEnabled() and page.buttons["Export GGUF…"].isEnabled()
+
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("Python helper", True)))
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.buttons["Rename…"].trigger()
+    assert _rows(page)[0][0] == "Python helper"
+    assert page.info["Name"].text() == "Python helper"
+
+    page.description.setPlainText("Trained on my code")
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.save_description_button.click()
+    meta = json.loads((Path(page.root) / adapter_id / "senior_intern.json").read_text())
+    assert meta["name"] == "Python helper" and meta["description"] == "Trained on my code"
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.No))
+    page.buttons["Delete…"].trigger()
+    assert (Path(page.root) / adapter_id).is_dir()
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.buttons["Delete…"].trigger()
+    assert _rows(page) == [] and not (Path(page.root) / adapter_id).exists()
+    assert messages == []
+
+
+def test_export_gguf_through_the_ui(library_page, qtbot, monkeypatch, tmp_path, tiny_model_dir, messages):
+    import gguf
+
+    page = library_page
+    adapter_id = _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "to-export"))
+    out = tmp_path / "out" / "adapter.gguf"
+    asked = []
+
+    def ask(parent, base, default_out):
+        asked.append((base, default_out))
+        return ExportChoice(str(tiny_model_dir), str(out), "f16")
+
+    monkeypatch.setattr(ExportGgufDialog, "ask", staticmethod(ask))
+    with qtbot.waitSignal(page.changed, timeout=60000):
+        page.buttons["Export GGUF…"].trigger()
+    assert asked and asked[0][1].endswith("adapter.gguf")
+    assert messages and messages[-1][0] == "information" and str(out) in messages[-1][2]
+    reader = gguf.GGUFReader(str(out))
+    names = [t.name for t in reader.tensors]
+    assert any(n.endswith(".lora_a") for n in names) and len(names) == 2 * 2 * 2  # 2 layers x q,v x (a, b)
+    assert page.selected_id() == adapter_id
+
+
+def test_export_errors_are_readable(library_page, qtbot, monkeypatch, tmp_path, messages):
+    page = library_page
+    _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "x"))
+    monkeypatch.setattr(ExportGgufDialog, "ask", staticmethod(lambda *a: ExportChoice(str(tmp_path / "missing.gguf"), str(tmp_path / "o.gguf"), "f16")))
+    page.buttons["Export GGUF…"].trigger()
+    qtbot.waitUntil(lambda: bool(messages), timeout=30000)
+    kind, title, text = messages[-1]
+    assert kind == "warning" and title == "Export GGUF" and "missing.gguf" in text and "Traceback" not in text
+
+
+def test_merge_through_the_ui(library_page, qtbot, monkeypatch, tmp_path, tiny_model_dir, messages):
+    page = library_page
+    _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "to-merge"))
+    out = tmp_path / "merged"
+    monkeypatch.setattr(MergeDialog, "ask", staticmethod(lambda *a: MergeChoice(str(tiny_model_dir), str(out), "float32")))
+    with qtbot.waitSignal(page.changed, timeout=60000):
+        page.buttons["Merge & export…"].trigger()
+    assert (out / "config.json").is_file()
+    assert messages[-1][0] == "information" and "convert_hf_to_gguf.py" in messages[-1][2]
+
+
+def test_damaged_adapters_are_listed_as_damaged(library_page, qtbot, monkeypatch, tmp_path):
+    page = library_page
+    broken = Path(page.root) / "broken-0001"
+    broken.mkdir(parents=True)
+    (broken / "adapter_config.json").write_text("{}")
+    with qtbot.waitSignal(page.changed, timeout=30000):
+        page.buttons["Refresh"].trigger()
+    rows = _rows(page)
+    assert rows[0][-1].startswith("Damaged: ") and "adapter_model.safetensors is missing" in rows[0][-1]
+    page.select("broken-0001")
+    assert not page.buttons["Rename…"].isEnabled() and not page.buttons["Export GGUF…"].isEnabled()
+    assert page.buttons["Delete…"].isEnabled() and page.info["Status"].text().startswith("Damaged")
+
+
+def test_filter_sort_and_details(library_page, qtbot, monkeypatch, tmp_path):
+    page = library_page
+    for name in ("alpha-one", "beta-two"):
+        _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / name))
+    assert len(_rows(page)) == 2
+    page.filter.setText("BETA")
+    assert [r[0] for r in _rows(page)] == ["beta-two"]
+    page.filter.setText("")
+    page.table.sortByColumn(0, page.table.horizontalHeader().sortIndicatorOrder().AscendingOrder)
+    assert [r[0] for r in _rows(page)] == ["alpha-one", "beta-two"]
+    first = page.proxy.index(0, 0).data(ID_ROLE)
+    page.select(first)
+    qtbot.waitUntil(lambda: "No configuration recorded" in page.configs.toPlainText(), timeout=10000)
+    opened = []
+    monkeypatch.setattr("senior_intern.gui.adapters_page.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()))
+    page.buttons["Open folder"].trigger()
+    assert opened == [str(Path(page.root) / first)]
+    tried = []
+    page.try_adapter.connect(tried.append)
+    page.buttons["Try in playground"].trigger()
+    assert tried == [first]
