@@ -158,7 +158,7 @@ class DataConfig:
 
     format: DatasetFormat = _f(DatasetFormat.AUTO, "Dataset format: auto, alpaca, prompt_completion, chat, text or code.")
     code_extensions: list[str] = _f([], "For a folder of code: only files with these extensions (e.g. .py .rs); empty means all known source files.")
-    window_overlap: int = _f(64, "Tokens shared by consecutive windows when a long file is split.")
+    window_overlap: int = _f(32, "Tokens shared by consecutive windows when a long file is split (at most half the max sequence length).")
     max_file_bytes: int = _f(1_000_000, "Files larger than this are skipped when reading a folder of code.")
     skip_malformed: bool = _f(False, "Skip malformed records (counted and reported) instead of failing the load.")
 
@@ -357,8 +357,8 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
         errors.append(f"Device {t.device!r} is not available; available: {', '.join(devices)}")
     if d.window_overlap < 0:
         errors.append("Window overlap must not be negative")
-    elif d.window_overlap >= t.max_seq_length:
-        errors.append("Window overlap must be smaller than the max sequence length")
+    elif d.window_overlap > t.max_seq_length // 2:
+        errors.append("Window overlap must be at most half the max sequence length; lower window_overlap")
     if d.max_file_bytes < 1:
         errors.append("Max file size must be at least 1 byte")
 

@@ -16,7 +16,7 @@ DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Presets set only these fields; everything else keeps its value.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "training": dict(epochs=1, max_steps=30, batch_size=4, gradient_accumulation_steps=1, max_seq_length=256,
+        "training": dict(epochs=3, max_steps=30, batch_size=4, gradient_accumulation_steps=1, max_seq_length=256,
                          learning_rate=1e-3, warmup_steps=3, eval_every=10, save_every=10, early_stopping_patience=0),
         "lora": dict(rank=8, alpha=16.0),
     },

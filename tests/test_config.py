@@ -121,7 +121,7 @@ ERROR_CASES = [
     ("training", "loss_chunk_size", 0, "Loss chunk size must be at least 1"),
     ("training", "dtype", "float64", "Unknown dtype 'float64'; choose one of auto, float32, bfloat16, float16"),
     ("data", "window_overlap", -1, "Window overlap must not be negative"),
-    ("data", "window_overlap", 512, "Window overlap must be smaller than the max sequence length"),
+    ("data", "window_overlap", 257, "Window overlap must be at most half the max sequence length; lower window_overlap"),
     ("data", "max_file_bytes", 0, "Max file size must be at least 1 byte"),
 ]
 

@@ -85,7 +85,7 @@ class Trainer:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))
             session = Session(job, self._emit, self._set_state, control, self._get_monitor())
             session.prepare(resume_from=checkpoint)
-            self._set_state(TrainingState.TRAINING, "Training")
+            session.set_state(TrainingState.TRAINING, "Training")
             early_stopped = session.train()
             return self._finish(session, early_stopped, started, t0)
         except RunStopped as stop:

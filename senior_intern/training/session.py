@@ -74,7 +74,8 @@ class Session:
         self.job = job
         self.cfg = job.training
         self.emit = emit
-        self.set_state = set_state
+        self._set_state = set_state
+        self.state = TrainingState.PREPARING
         self.control = control
         self.monitor = monitor
         self.pos = Position()
@@ -89,6 +90,11 @@ class Session:
         self._start_step = 0
         self.group_start: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.last_validation: tuple[float, float] | None = None
+
+    def set_state(self, new: TrainingState, message: str = "") -> None:
+        """Move to ``new`` (the Trainer emits the StateChanged event)."""
+        self.state = new
+        self._set_state(new, message)
 
     def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         """Send a line to the log."""
@@ -202,13 +208,13 @@ class Session:
         if self.control is None:
             return
         if self.control.paused and not self.control.cancelled:
-            paused_at = time.perf_counter()
+            paused_at, was = time.perf_counter(), self.state
             self.set_state(TrainingState.PAUSED, "Paused")
             while self.control.paused and not self.control.cancelled:
                 self.control.wait_while_paused(timeout=0.5)
             self._active_start += time.perf_counter() - paused_at  # paused time is not training time
             if not self.control.cancelled:
-                self.set_state(TrainingState.TRAINING, "Training resumed")
+                self.set_state(was, "Resumed")
         if self.control.cancelled:
             raise RunStopped("cancelled", "Training was cancelled by user")
 

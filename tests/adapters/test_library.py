@@ -14,7 +14,11 @@ from senior_intern.adapters.library import AdapterLibrary, check_name
 from senior_intern.adapters.store import check_id
 from senior_intern.config import TrainingJob
 from senior_intern.training.engine import Trainer
-from tests.training.conftest import write_dataset, write_tiny_model
+from tests.conftest import write_dataset, write_tiny_model
+
+
+class _NotATensor:
+    """Anything that needs free unpickling."""
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +144,7 @@ def test_import_peft_folder_and_pickled_bin(library: AdapterLibrary, made, tmp_p
     evil = tmp_path / "evil"
     evil.mkdir()
     shutil.copy(source / "adapter_config.json", evil)
-    torch.save({"x": object.__new__(Path)}, evil / "adapter_model.bin")
+    torch.save({"x": _NotATensor()}, evil / "adapter_model.bin")
     with pytest.raises(ValueError, match="refused"):
         library.import_(evil)
     with pytest.raises(ValueError, match="adapter_config.json is missing"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from senior_intern.cli import main
 from senior_intern.config import TrainingJob
-from tests.training.conftest import write_dataset
+from tests.conftest import write_dataset
 
 
 def _args(tiny_model_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
