@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "senior_intern.cli.dataset_cmd",
     "senior_intern.cli.adapters_cmd",
     "senior_intern.cli.hardware_cmd",
+    "senior_intern.cli.estimate_cmd",
 )
 
 

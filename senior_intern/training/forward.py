@@ -64,6 +64,7 @@ class CausalLMForward:
             out = chunked_causal_lm_loss(hidden, self.head, labels, chunk_size=self.chunk_size)
             return LossParts(out.loss_sum, int(out.n_valid), out.n_correct)
         logits = self.model(**inputs, use_cache=False).logits  # [B, T, V]
+        labels = labels.to(logits.device)
         loss_sum = causal_lm_loss(logits, labels, reduction="sum")
         shift_labels = labels[:, 1:]
         valid = shift_labels != -100

@@ -111,7 +111,9 @@ class Session:
         self.log(f"Loading base model {job.base_model_path}")
         loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype)
         self.model_info, self.tokenizer = loaded.info, loaded.tokenizer
-        self.lora = LoraModel(loaded.model, job.lora)
+        # LoRA factors stay float32 under a bf16/fp16 base: AdamW's small updates would round away.
+        adapter_dtype = torch.float32 if self.dtype in (torch.bfloat16, torch.float16) else None
+        self.lora = LoraModel(loaded.model, job.lora, dtype=adapter_dtype)
         for warning in self.lora.warnings:
             self.log(warning, LogLevel.WARNING)
         self.log(f"LoRA on {len(self.lora.lora_layers())} layers: {self.lora.parameter_summary()}")
@@ -226,8 +228,8 @@ class Session:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for batch in group:
             self.check_control()
-            labels = batch.labels.to(self.device, non_blocking=True)
-            parts = self.forward(model_inputs(batch.to(self.device), self.dtype), labels)
+            # Labels stay on the CPU: the loss selects trained positions without a device sync.
+            parts = self.forward(model_inputs(batch.to(self.device), self.dtype), batch.labels)
             (parts.loss_sum / normaliser).backward()
             loss_sum += parts.loss_sum.detach().float()
             correct += parts.n_correct
@@ -315,7 +317,7 @@ class Session:
             with torch.no_grad():
                 for batch in self.val_loader:
                     self.check_control()
-                    parts = self.forward(model_inputs(batch.to(self.device), self.dtype), batch.labels.to(self.device))
+                    parts = self.forward(model_inputs(batch.to(self.device), self.dtype), batch.labels)
                     loss_sum += parts.loss_sum.item()
                     correct += int(parts.n_correct.item())
                     n += parts.n_valid
