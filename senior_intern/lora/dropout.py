@@ -9,26 +9,27 @@ Why not ``torch.nn.functional.dropout``: on the CPU the random numbers come from
 single-threaded generator (``bernoulli_`` and ``rand`` draw 32 bits per element), and for a
 [2048, 576] input the mask costs far more than the rank-16 matmuls it feeds. Besides, boolean
 comparisons on the CPU are not vectorised in torch 2.13 (``uint8 > k`` runs ~15x slower than
-``uint8 - k``), and ``float * bool`` is ~2.5x slower than ``float * uint8``. Measured here (AMD
+``uint8 - k``), and ``float * bool`` is ~3x slower than ``float * uint8``. Measured here (AMD
 EPYC with AVX-512, torch 2.13, 1 thread, best of 100 interleaved runs, [2048, 576] float32,
-p = 0.05):
+p = 0.05; a shared machine, so +-20%):
 
-=================================================================  ========
-``F.dropout(x, p, training=True)`` (mask, scale, multiply)          6.4 ms
-``torch.empty(bool).bernoulli_(1 - p)``  (mask only)                5.9 ms
-``torch.rand(shape) >= p``               (mask only)                3.8 ms
-random bytes + ``byte > k`` + ``nonzero(byte == k)`` (mask only)    2.3 ms
-this module's ``keep_mask`` (mask only)                             ~1.1 ms
-``x * mask``: bool mask 0.87 ms, uint8 mask                         0.34 ms
-=================================================================  ========
+==================================================  ========
+``F.dropout(x, p, training=True)``                   6.6 ms
+``torch.empty(bool).bernoulli_(1 - p)`` (mask)       6.0 ms
+``torch.rand(shape) >= p`` (mask)                    4.2 ms
+random bytes, ``byte > k``, ``nonzero(byte == k)``   2.3 ms
+``keep_mask`` (mask)                                 1.1 - 1.5 ms
+``x * mask``: bool mask / uint8 mask                 1.1 ms / 0.38 ms
+``x * keep_mask(x, p)`` (what the layer does)        1.7 ms
+==================================================  ========
 
 How ``keep_mask`` works on the CPU: draw 64-bit random words (``random_`` over the full int64
 range costs about as much per word as one float does per element) and give each element one
 uniform byte ``b`` of them. With ``q = 256 p``, ``k = floor(q)`` and ``f = q - k`` an element
 is dropped when ``b < k``, kept when ``b > k``, and on a tie (``b == k``, probability 1/256) it
-is dropped with probability ``f`` using a fresh uniform float. So P(drop) = k/256 + f/256 = p
-exactly (to the 2**-24 resolution of the tie-break float, finer than the float uniforms torch
-itself uses) and no two elements, calls or modules share a draw. ``b > k`` is computed as
+is dropped with probability ``f`` using a fresh uniform float. So P(drop) = k/256 + f/256 = p,
+exact to within 2**-32 (the tie-break float has 24 random bits; torch's own float32 uniforms
+resolve only 2**-24), and no two elements, calls or modules share a draw. ``b > k`` is computed as
 ``clamp(b, k, k + 1) - k`` (vectorised uint8 arithmetic); the words holding a tie are found with
 the SWAR zero-byte test on ``word XOR kkkkkkkk`` (int64 arithmetic over n/8 words), so only
 ~3% of the words are examined byte by byte.

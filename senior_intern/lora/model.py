@@ -82,12 +82,18 @@ class LoraModel(nn.Module):
 
         selection = select_targets(model, cfg)
         self.warnings: list[str] = list(selection.warnings)
+        wrappers: dict[str, LoraBase] = {}
+        try:  # build every wrapper before touching the model, so an error leaves it as it was
+            for name in selection.linear:
+                wrappers[name] = LoraLayer(model.get_submodule(name), cfg, name, dtype=dtype)
+            for name in selection.embedding:
+                wrappers[name] = LoraEmbedding(model.get_submodule(name), cfg, name, dtype=dtype)
+        except (ValueError, TypeError):
+            self._restore_requires_grad()
+            raise
         self._layers: dict[str, LoraBase] = {}
-        for name in selection.linear:
-            self._replace(name, LoraLayer(model.get_submodule(name), cfg, name, dtype=dtype))
-        for name in selection.embedding:
-            self._replace(name, LoraEmbedding(model.get_submodule(name), cfg, name, dtype=dtype))
-        self._layers = {n: self._layers[n] for n, m in model.named_modules() if n in self._layers}
+        for name in [n for n, _ in model.named_modules() if n in wrappers]:  # model order
+            self._replace(name, wrappers[name])
         self.matched_modules: list[str] = list(self._layers)
         if bias_mode == LoraBias.ALL:
             for name, param in model.named_parameters():
@@ -104,6 +110,10 @@ class LoraModel(nn.Module):
         parent = self.model.get_submodule(parent_name) if parent_name else self.model
         setattr(parent, child, wrapper)
         self._layers[name] = wrapper
+
+    def _restore_requires_grad(self) -> None:
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(self._requires_grad_before.get(name, False))
 
     def _find_tied_weights(self) -> dict[str, str]:
         owners: dict[int, list[str]] = {}
@@ -284,6 +294,5 @@ class LoraModel(nn.Module):
         self._layers = {}
         self.matched_modules = []
         self._tied = {}
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(self._requires_grad_before.get(name, False))
+        self._restore_requires_grad()
         return self.model

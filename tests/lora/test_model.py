@@ -223,6 +223,14 @@ def test_bias_with_embeddings_is_refused():
         LoraModel(Toy(), cfg(bias=LoraBias.LORA_ONLY, apply_to_embeddings=True))
 
 
+def test_a_rank_too_large_for_one_layer_leaves_the_model_untouched():
+    toy = Toy()
+    with pytest.raises(ValueError, match=r"rank 9 is too large for layer blocks.0.attn \(8 -> 8\)"):
+        LoraModel(toy, cfg(rank=9))
+    assert not any(isinstance(m, LoraLayer) for m in toy.modules())
+    assert all(p.requires_grad for p in toy.parameters())
+
+
 def test_wrapping_twice_is_refused():
     lora = LoraModel(Toy(), cfg())
     with pytest.raises(ValueError, match="already contains LoRA layers"):
