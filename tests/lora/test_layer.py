@@ -288,6 +288,20 @@ def test_bfloat16_layer_keeps_dtype_and_matches_float32():
     assert_close(out.float(), ref, atol=0.15, rtol=0.05)
 
 
+def test_bfloat16_merge_matches_the_unmerged_forward():
+    base, layer = make_layer(seed=0)
+    set_ab(layer)
+    layer.to(torch.bfloat16)
+    w0 = base.weight.detach().clone()
+    x = torch.randn(4, 12, dtype=torch.bfloat16)
+    unmerged = layer(x)
+    layer.merge()
+    assert base.weight.dtype == torch.bfloat16
+    assert_close(layer(x), unmerged, atol=0.1, rtol=0.02)
+    layer.unmerge()
+    assert_close(base.weight, w0, atol=0.05, rtol=0.02)
+
+
 def test_lora_factors_in_float32_on_a_bfloat16_base():
     torch.manual_seed(0)
     base = nn.Linear(12, 10).to(torch.bfloat16)
