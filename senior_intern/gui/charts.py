@@ -1,13 +1,12 @@
 """Live charts of a run: loss (raw, smoothed, validation), learning rate, gradient norm, GPU, CPU/RAM.
 
-Events only append to numpy buffers (cheap, in the GUI thread); a ``QTimer`` a few times a
-second pushes the buffers into curves that were created once (``setData``), downsampled to at
-most ``max_points`` per curve so a long run draws as fast as a short one.
+Events only append to numpy buffers (cheap, in the GUI thread); a ``QTimer`` pushes the buffers
+into curves that were created once (``setData``), downsampled to at most ``max_points`` per curve
+so a long run draws as fast as a short one. Each tick redraws one chart, in turn, so one repaint
+never holds the event loop for long: with five charts each one is redrawn about four times a second.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pyqtgraph as pg
@@ -15,97 +14,14 @@ from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGridLayout, QLabel, QStackedWidget, QWidget
 
+from senior_intern.gui.series import MAX_POINTS, Series, Smoother, downsample, sticky_range, time_extent
 from senior_intern.training.events import Evaluated, Progress
 
-REFRESH_MS = 250  # 4 redraws per second
-MAX_POINTS = 2000
-SMOOTHING = 0.9  # weight of the exponential moving average on the training loss
+TICK_MS = 50  # one chart per tick: each of the five is redrawn about every 250 ms
 
 BLUE, ORANGE, GREEN, RED, PURPLE = "#4c8bf5", "#f28e2b", "#59a14f", "#e15759", "#b07aa1"
-
-
-class Series:
-    """Growing x/y arrays with amortised O(1) append (and an optional running EMA of y)."""
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._x = np.empty(capacity)
-        self._y = np.empty(capacity)
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    def append(self, x: float, y: float) -> None:
-        """Add one point (``None`` y is stored as NaN, which the curve leaves out)."""
-        if self._n == len(self._x):
-            self._x = np.concatenate([self._x, np.empty(len(self._x))])
-            self._y = np.concatenate([self._y, np.empty(len(self._y))])
-        self._x[self._n] = x
-        self._y[self._n] = math.nan if y is None else y
-        self._n += 1
-
-    @property
-    def x(self) -> np.ndarray:
-        """X values [n] (a view)."""
-        return self._x[: self._n]
-
-    @property
-    def y(self) -> np.ndarray:
-        """Y values [n] (a view)."""
-        return self._y[: self._n]
-
-    def clear(self) -> None:
-        """Drop all points."""
-        self._n = 0
-
-
-def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most about ``max_points`` points [m] from [n]: the min and max of each bucket, in order.
-
-    Keeps spikes visible (a loss spike survives) while bounding drawing cost.
-    """
-    n = len(x)
-    if n <= max_points:
-        return x, y
-    size = math.ceil(n / max(1, max_points // 2))
-    full = (n // size) * size
-    xs, ys = x[:full].reshape(-1, size), y[:full].reshape(-1, size)
-    filled = np.where(np.isnan(ys), np.nanmean(ys) if np.isfinite(ys).any() else 0.0, ys)
-    rows = np.arange(len(ys))
-    a, b = filled.argmin(axis=1), filled.argmax(axis=1)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    out_x = np.column_stack([xs[rows, lo], xs[rows, hi]]).ravel()
-    out_y = np.column_stack([ys[rows, lo], ys[rows, hi]]).ravel()
-    if out_x[-1] != x[-1]:  # always end on the newest point
-        out_x, out_y = np.append(out_x, x[-1]), np.append(out_y, y[-1])
-    return out_x, out_y
-
-
-def smooth(values: np.ndarray, weight: float = SMOOTHING) -> np.ndarray:
-    """Debiased exponential moving average [n] of ``values`` [n]; NaNs are skipped (kept as NaN)."""
-    out = np.full(len(values), math.nan)
-    acc, count = 0.0, 0
-    for i, v in enumerate(values):
-        if not math.isfinite(v):
-            continue
-        acc = weight * acc + (1 - weight) * v
-        count += 1
-        out[i] = acc / (1 - weight**count)
-    return out
-
-
-class _Smoother:
-    """Incremental version of ``smooth`` for a growing series."""
-
-    def __init__(self, weight: float = SMOOTHING) -> None:
-        self.weight, self.acc, self.count = weight, 0.0, 0
-
-    def add(self, v: float | None) -> float:
-        if v is None or not math.isfinite(v):
-            return math.nan
-        self.acc = self.weight * self.acc + (1 - self.weight) * v
-        self.count += 1
-        return self.acc / (1 - self.weight**self.count)
+_CURVES_OF = {"loss": ("loss", "smoothed", "validation"), "lr": ("lr",), "grad": ("grad",),
+              "gpu": ("gpu_util", "gpu_mem"), "system": ("cpu", "ram")}
 
 
 def _pen(color: str, width: float = 1.5, alpha: int = 255) -> pg.QtGui.QPen:
@@ -121,8 +37,12 @@ class ChartPanel(QWidget):
         super().__init__(parent)
         self.max_points = max_points
         self.series = {name: Series() for name in ("loss", "smoothed", "validation", "lr", "grad", "gpu_util", "gpu_mem", "cpu", "ram")}
-        self._smoother = _Smoother()
-        self._dirty = False
+        self._smoother = Smoother()
+        self._dirty: set[str] = set()
+        self._turn = 0
+        self._ranges: dict[tuple[str, str], tuple[float, float]] = {}
+        self.total_steps = 0  # x extent of the step charts, from the run's Progress events
+        self._stopping = False
         self._has_gpu = False
         self.plots: dict[str, pg.PlotWidget] = {}
         grid = QGridLayout(self)
@@ -158,15 +78,16 @@ class ChartPanel(QWidget):
         grid.addWidget(self.plots["system"], 1, 2)
         self._apply_palette()
         self.timer = QTimer(self)
-        self.timer.setInterval(REFRESH_MS)
-        self.timer.timeout.connect(self.refresh)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self.refresh_next)
 
     def _plot(self, key: str, title: str, x_label: str) -> pg.PlotWidget:
         plot = pg.PlotWidget()
         plot.setTitle(title)
         plot.setLabel("bottom", x_label)
         plot.showGrid(x=True, y=True, alpha=0.2)
-        plot.setMouseEnabled(x=True, y=False)
+        plot.setMouseEnabled(x=False, y=False)
+        plot.disableAutoRange()  # ranges are set by _fit, and change rarely (axis labels are costly to draw)
         plot.getPlotItem().setClipToView(True)
         plot.setMinimumHeight(110)
         self.plots[key] = plot
@@ -195,6 +116,8 @@ class ChartPanel(QWidget):
     def add_progress(self, p: Progress) -> None:
         """Buffer one optimizer step's metrics and hardware readings (drawn at the next refresh)."""
         m, hw, s = p.metrics, p.hardware, self.series
+        self.total_steps = p.total_steps
+        self._dirty.update(("loss", "lr", "grad", "system"))
         s["loss"].append(m.step, m.loss)
         s["smoothed"].append(m.step, self._smoother.add(m.loss))
         s["lr"].append(m.step, m.learning_rate)
@@ -206,15 +129,15 @@ class ChartPanel(QWidget):
             s["ram"].append(p.elapsed, hw.ram_utilization)
         if hw.gpus:
             self._has_gpu = True
+            self._dirty.add("gpu")
             if hw.gpu_utilization is not None:
                 s["gpu_util"].append(p.elapsed, hw.gpu_utilization)
             s["gpu_mem"].append(p.elapsed, hw.gpu_memory_utilization)
-        self._dirty = True
 
     def add_evaluation(self, e: Evaluated) -> None:
         """Buffer one validation point."""
         self.series["validation"].append(e.global_step, e.validation_loss)
-        self._dirty = True
+        self._dirty.add("loss")
 
     def set_history(self, steps: list, losses: list, val_steps: list, val_losses: list, lrs: list | None = None) -> None:
         """Fill the loss (and learning-rate) curves from a finished run's history."""
@@ -226,38 +149,84 @@ class ChartPanel(QWidget):
                 self.series["lr"].append(step, lrs[i])
         for step, loss in zip(val_steps, val_losses):
             self.series["validation"].append(step, loss)
-        self._dirty = True
+        self._dirty.update(("loss", "lr"))
         self.refresh()
 
     def clear(self) -> None:
         """Empty every chart (a new run starts)."""
         for series in self.series.values():
             series.clear()
-        self._smoother = _Smoother()
+        self._smoother = Smoother()
         self._has_gpu = False
-        self._dirty = True
-        self.refresh()
+        self._ranges.clear()
+        self.total_steps = 0
+        self._dirty.update(self.plots)
+        if not self.timer.isActive():
+            self.refresh()
 
     # --- drawing ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Redraw periodically (while a run is in progress)."""
+        self._stopping = False
         self.timer.start()
 
     def stop(self) -> None:
-        """Stop periodic redraws and draw the final state once."""
-        self.timer.stop()
-        self.refresh()
+        """Stop the periodic redraws once the last changes are drawn (still one chart per tick)."""
+        self._stopping = True
+        if not self.timer.isActive():
+            self.refresh()
 
     def refresh(self) -> None:
-        """Push buffered points into the curves (downsampled); nothing to do when nothing changed."""
-        if not self._dirty:
+        """Redraw every chart whose data changed (at the end of a run, and in tests)."""
+        while self._dirty:
+            self._draw(self._dirty.pop())
+
+    def refresh_next(self) -> None:
+        """Redraw the next chart (round robin) whose data changed; the timer calls this."""
+        order = list(self.plots)
+        if self._stopping and not self._dirty:
+            self.timer.stop()
             return
-        self._dirty = False
-        for name, curve in self.curves.items():
+        for i in range(len(order)):
+            key = order[(self._turn + i) % len(order)]
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._turn = (self._turn + i + 1) % len(order)
+                self._draw(key)
+                return
+
+    def _draw(self, key: str) -> None:
+        for name in _CURVES_OF[key]:
             series = self.series[name]
             x, y = downsample(series.x, series.y, self.max_points)
-            curve.setData(x, y, connect="finite")
-        self.gpu_stack.setCurrentIndex(1 if self._has_gpu else 0)
+            self.curves[name].setData(x, y, connect="finite")
+        self._fit(key)
+        if key == "gpu":
+            self.gpu_stack.setCurrentIndex(1 if self._has_gpu else 0)
+
+    def _fit(self, key: str) -> None:
+        """Set the chart's ranges when its data left them (steps: the whole run; time: doubling)."""
+        xs = [self.series[n].x for n in _CURVES_OF[key] if len(self.series[n])]
+        if not xs:
+            return
+        box = self.plots[key].getViewBox()
+        x_max = float(max(x[-1] for x in xs))
+        if key in ("gpu", "system"):
+            x_range = (0.0, time_extent(x_max))
+        else:
+            x_range = (0.0, float(max(self.total_steps, x_max, 1)))
+        if self._ranges.get((key, "x")) != x_range:
+            self._ranges[(key, "x")] = x_range
+            box.setXRange(*x_range, padding=0.02)
+        if key in ("gpu", "system"):
+            return  # percentages: the y range is fixed at 0..100
+        ys = np.concatenate([self.series[n].y for n in _CURVES_OF[key]])
+        ys = ys[np.isfinite(ys)]
+        if len(ys):
+            y_range = sticky_range(self._ranges.get((key, "y")), float(ys.min()), float(ys.max()))
+            if y_range is not None:
+                self._ranges[(key, "y")] = y_range
+                box.setYRange(*y_range, padding=0)
 
     def point_count(self, name: str) -> int:
         """Points buffered for a curve (``loss``, ``validation``, ``lr``, ``grad``, ``cpu``, ...)."""

@@ -6,6 +6,7 @@ library, device detection) starts after it is shown, on background threads.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSize, QTimer
@@ -26,6 +27,9 @@ from senior_intern.gui.widgets import Banner, local_paths
 from senior_intern.gui.worker import TrainingRunner
 
 PAGES = ("Train", "Run", "Adapters", "Playground")
+# Painting a chart calls into Python once per scene item, and each call waits for the GIL; with
+# a training thread busy in Python, the default 5 ms hand-over turns one repaint into a stall.
+GIL_SWITCH_INTERVAL = 0.001
 TRAIN, RUN, ADAPTERS, PLAYGROUND = range(4)
 
 
@@ -55,6 +59,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.settings = settings or AppSettings()
         self.setWindowTitle("Senior Intern")
         self.setAcceptDrops(True)

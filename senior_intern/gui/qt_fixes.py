@@ -1,11 +1,16 @@
-"""Work-arounds for bugs in the installed Qt bindings, applied once when ``senior_intern.gui`` loads.
+"""Work-around for a reference-counting bug of the installed Qt bindings, applied when ``senior_intern.gui`` loads.
 
-PySide6 6.12.0 on CPython < 3.12: ``SignalInstance.emit()`` returns ``True`` without taking a
-reference to it, so every emit from Python (ours and pyqtgraph's) lowers the reference count of
-``True`` by one; after a few hundred emits the interpreter aborts ("bool_dealloc: deallocating
-True or False"). ``install()`` probes for that behaviour and, only when it is present, wraps
-``emit`` to add back the missing reference. From CPython 3.12 ``True`` is immortal and the probe
-finds nothing to fix.
+The PySide6 6.12.0 wheels (tagged ``cp310-abi3``) are built against the CPython 3.12 limited
+API, where ``None``, ``True`` and ``False`` are immortal and ``Py_RETURN_NONE`` /
+``Py_RETURN_TRUE`` return them *without* taking a reference. On CPython 3.10/3.11 they are
+not immortal, so every call of a void Qt method (``label.setText()``, ``painter.setPen()``...)
+and every ``Signal.emit()`` lowers the reference count of ``None`` / ``True`` by one, and after a
+few thousand calls the interpreter aborts ("none_dealloc: deallocating None").
+
+``install()`` checks for that behaviour and, only when it is present, adds 2**40 references to
+each of the three singletons, which makes them as good as immortal for the life of the process
+(the same thing CPython 3.12 does by design). On a correct build, or on CPython >= 3.12, the probe
+finds nothing and nothing is changed.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import sys
 
-from PySide6.QtCore import QObject, Signal, SignalInstance
+from PySide6.QtCore import QObject, Signal
 
+PIN = 1 << 40
 _installed = False
 
 
@@ -22,34 +28,30 @@ class _Probe(QObject):
     ping = Signal(object)
 
 
-def emit_loses_reference() -> bool:
-    """True when ``emit()`` drops a reference to ``True`` (the PySide6 6.12.0 bug)."""
+def calls_lose_references() -> bool:
+    """True when void Qt calls or signal emits drop a reference to ``None`` / ``True``."""
     probe = _Probe()
-    before = sys.getrefcount(True)
-    for _ in range(4):
-        probe.ping.emit(None)
-    return sys.getrefcount(True) < before
+    none_before, true_before = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(8):
+        probe.setObjectName("probe")
+        probe.ping.emit(0)
+    return sys.getrefcount(None) < none_before or sys.getrefcount(True) < true_before
+
+
+def _add_references(obj: object, count: int) -> None:
+    """Raise ``obj``'s reference count by ``count`` (``ob_refcnt`` is the first field of every object)."""
+    refcnt = ctypes.c_ssize_t.from_address(id(obj))
+    refcnt.value += count
 
 
 def install() -> bool:
-    """Apply the work-around when the bug is present; True when it was (or already is) applied."""
+    """Apply the work-around when the bug is present; True when it is applied."""
     global _installed
     if _installed:
         return True
-    if not emit_loses_reference():
+    if sys.version_info >= (3, 12) or not calls_lose_references():
         return False
-    original = SignalInstance.emit
-    incref = ctypes.pythonapi.Py_IncRef
-    incref.argtypes = [ctypes.py_object]
-    incref.restype = None
-
-    def emit(self, *args):
-        result = original(self, *args)
-        if result is True or result is False:  # both singletons come back without a reference
-            incref(result)
-        return result
-
-    emit.__doc__ = original.__doc__
-    SignalInstance.emit = emit
+    for singleton in (None, True, False):
+        _add_references(singleton, PIN)
     _installed = True
     return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -34,6 +34,7 @@ from senior_intern.gui.worker import TrainingRunner
 from senior_intern.training.events import Evaluated, LogLevel, LogMessage, Progress, StateChanged, TrainingState, TrainingStatus
 
 LOG_LINES = 5000
+LABEL_REFRESH_MS = 250
 
 
 def format_duration(seconds: float | None) -> str:
@@ -118,9 +119,15 @@ class RunPage(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(LOG_LINES)
         self.log_view.setPlaceholderText("The run's log appears here.")
+        # The summary sits with the log, so showing it never resizes (and repaints) the charts.
+        bottom = QWidget()
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.summary)
+        bottom_layout.addWidget(self.log_view, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.charts)
-        splitter.addWidget(self.log_view)
+        splitter.addWidget(bottom)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
@@ -128,7 +135,6 @@ class RunPage(QWidget):
         layout.addWidget(self.progress_bar)
         layout.addLayout(grid)
         layout.addLayout(buttons)
-        layout.addWidget(self.summary)
         layout.addWidget(splitter, 1)
 
         self.pause_button.clicked.connect(self.toggle_pause)
@@ -145,7 +151,9 @@ class RunPage(QWidget):
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
         runner.running_changed.connect(self.resume_button.setDisabled)
-        self.charts.timer.timeout.connect(self._refresh_labels)
+        self.label_timer = QTimer(self)
+        self.label_timer.setInterval(LABEL_REFRESH_MS)
+        self.label_timer.timeout.connect(self._refresh_labels)
 
     # --- starting ---------------------------------------------------------------------------------
     def start_job(self, job: TrainingJob) -> None:
@@ -181,8 +189,9 @@ class RunPage(QWidget):
             value.setText("–")
         self.summary.hide()
         self.log_view.clear()
-        self.charts.clear()
         self.charts.start()
+        self.charts.clear()  # drawn by the timer, one chart per tick
+        self.label_timer.start()
         self.pause_button.setText("Pause")
         self.pause_button.setEnabled(True)
         self.cancel_button.setEnabled(True)
@@ -257,6 +266,7 @@ class RunPage(QWidget):
     # --- the end ----------------------------------------------------------------------------------
     def _finish_ui(self) -> None:
         self.charts.stop()
+        self.label_timer.stop()
         self._refresh_labels()
         self.pause_button.setEnabled(False)
         self.cancel_button.setEnabled(False)

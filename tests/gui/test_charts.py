@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from senior_intern.gui.charts import ChartPanel, Series, downsample, smooth
+from senior_intern.gui.charts import ChartPanel
+from senior_intern.gui.series import Series, downsample, smooth, sticky_range, time_extent
 from senior_intern.hardware.metrics import GpuMetrics, HardwareMetrics
 from senior_intern.training.events import Evaluated, Progress, TrainingMetrics
 
@@ -93,3 +94,30 @@ def test_panel_history(qtbot):
     qtbot.addWidget(panel)
     panel.set_history([1, 2, 3], [3.0, 2.0, 1.0], [2], [2.5], [1e-3, 1e-3, 5e-4])
     assert panel.drawn_count("loss") == 3 and panel.drawn_count("validation") == 1 and panel.drawn_count("lr") == 3
+
+
+def test_sticky_range_changes_only_when_the_data_leaves_it():
+    first = sticky_range(None, 2.0, 6.0)
+    assert first[0] < 2.0 and first[1] > 6.0
+    assert sticky_range(first, 2.5, 5.0) is None  # still inside and not much wider: keep
+    grown = sticky_range(first, 1.0, 6.0)
+    assert grown[0] < 1.0
+    assert sticky_range(first, 4.0, 4.2)[1] < first[1]  # the data shrank to far less than the range
+    assert sticky_range(first, float("nan"), 1.0) is None
+    assert sticky_range(None, 3.0, 3.0) != (3.0, 3.0)
+
+
+def test_time_extent_doubles():
+    assert time_extent(0) == 60 and time_extent(61) == 120 and time_extent(500) == 960
+
+
+def test_step_charts_span_the_whole_run(qtbot):
+    panel = ChartPanel()
+    qtbot.addWidget(panel)
+    for step in range(1, 11):
+        panel.add_progress(progress(step, 3.0 - step / 10))
+    panel.refresh()
+    x_range, y_range = panel.plots["loss"].getViewBox().viewRange()
+    assert x_range[1] >= 100  # total_steps of the run, not the 10 steps so far
+    assert y_range[0] <= 2.0 and y_range[1] >= 2.9
+    assert panel.plots["system"].getViewBox().viewRange()[0][1] >= 60
