@@ -307,6 +307,8 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
         errors.append("LoRA dropout must be in [0, 1)")
     if not lo.target_modules and not (lo.apply_to_embeddings or lo.apply_to_lm_head):
         errors.append("At least one target module is required")
+    if lo.apply_to_embeddings and lo.bias != LoraBias.NONE:
+        errors.append("LoRA biases are not supported on embeddings; set bias to none or turn off apply_to_embeddings")
     if not lo.init_scale > 0:
         errors.append("LoRA init scale must be positive")
     if t.gradient_accumulation_steps < 1:

@@ -134,6 +134,11 @@ def test_each_error_rule(valid_job: TrainingJob, section: str, key: str, value: 
     assert message in result.errors
 
 
+def test_bias_with_embeddings_is_refused(valid_job: TrainingJob) -> None:
+    valid_job.lora.apply_to_embeddings, valid_job.lora.bias = True, LoraBias.ALL
+    assert "LoRA biases are not supported on embeddings; set bias to none or turn off apply_to_embeddings" in valid_job.validate().errors
+
+
 def test_job_level_errors(valid_job: TrainingJob) -> None:
     valid_job.validation_split = 1.0
     assert "Validation split must be in [0, 1)" in valid_job.validate().errors

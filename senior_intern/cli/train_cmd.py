@@ -44,9 +44,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             elif isinstance(tp, type) and issubclass(tp, enum.Enum):
                 kw["choices"] = [m.value for m in tp]
             elif args and type(None) in args:  # int | None
-                kw["type"] = next(a for a in args if a is not type(None))
+                kw.update(type=next(a for a in args if a is not type(None)), metavar="N")
             else:
-                kw["type"] = tp
+                kw.update(type=tp, metavar={int: "N", float: "X"}.get(tp, "VALUE"))
             group.add_argument(_option(section, f.name), **kw)
 
 

@@ -117,8 +117,14 @@ class Session:
         for warning in self.lora.warnings:
             self.log(warning, LogLevel.WARNING)
         self.log(f"LoRA on {len(self.lora.lora_layers())} layers: {self.lora.parameter_summary()}")
-        if cfg.gradient_checkpointing and hasattr(loaded.model, "gradient_checkpointing_enable"):
-            loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.gradient_checkpointing:
+            kwargs = {"use_reentrant": False}
+            if hasattr(loaded.model, "activation_checkpointing_enable"):
+                loaded.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            elif hasattr(loaded.model, "gradient_checkpointing_enable"):
+                loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            else:
+                raise ValueError(f"{job.base_model_path}: this model does not support gradient checkpointing; turn it off")
         self.forward = CausalLMForward(loaded.model, cfg.loss_chunk_size)
         self.log(f"Loading dataset {job.dataset_path}")
         data = load_training_data(job, self.tokenizer)

@@ -271,3 +271,14 @@ def test_broken_dataset_fails_with_file_and_line(tiny_job: TrainingJob, tmp_path
     result, _ = run(tiny_job)
     assert result.status is TrainingStatus.FAILED
     assert f"{bad}:2" in result.error_message or "bad.jsonl:2" in result.error_message
+
+
+def test_gradient_checkpointing_gives_the_same_run(tiny_job: TrainingJob, tmp_path: Path) -> None:
+    tiny_job.training.max_steps = 4
+    plain, _ = run(tiny_job)
+    tiny_job.training.gradient_checkpointing = True
+    tiny_job.output_dir = str(tmp_path / "gc")
+    checkpointed, _ = run(tiny_job)
+    assert checkpointed.status is TrainingStatus.COMPLETED
+    losses = [m.loss for m in plain.metrics_history], [m.loss for m in checkpointed.metrics_history]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
