@@ -1,0 +1,75 @@
+"""Try an adapter: one trained to answer a fixed phrase says it; the base model does not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from senior_intern.adapters.generate import attach_adapter, generate, load_for_playground, lora_config_from_peft
+from senior_intern.config import TrainingJob
+from senior_intern.training.engine import Trainer
+
+PHRASE = "hello world"
+
+
+@pytest.fixture(scope="module")
+def phrase_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.conftest import write_tiny_model
+
+    root = tmp_path_factory.mktemp("phrase")
+    model = write_tiny_model(root / "model")
+    data = root / "data.jsonl"
+    prompts = ["def add", "class Point", "print self", "import os", "return a", "quick brown fox", "lazy dog", "say hi"]
+    data.write_text("".join(json.dumps({"instruction": p, "input": "", "output": PHRASE}) + "\n" for p in prompts * 4))
+    job = TrainingJob(name="phrase", base_model_path=str(model), dataset_path=str(data), output_dir=str(root / "runs"),
+                      adapters_dir=str(root / "lib"), validation_split=0.0)
+    t = job.training
+    t.epochs, t.batch_size, t.max_seq_length, t.learning_rate, t.warmup_steps = 40, 8, 64, 1e-2, 5
+    t.device, t.dtype, t.eval_every, t.save_every, t.early_stopping_patience = "cpu", "float32", 0, 0, 0
+    job.lora.rank, job.lora.alpha, job.lora.dropout, job.lora.target_modules = 8, 16.0, 0.0, ["all-linear"]
+    result = Trainer().run(job)
+    assert result.success, result.error_message
+    return model, Path(result.adapter_path)
+
+
+def test_adapter_answers_with_the_phrase_and_base_does_not(phrase_adapter) -> None:
+    model, adapter = phrase_adapter
+    play = load_for_playground(model, adapter)
+    pieces: list[str] = []
+    with_adapter = play.generate("def add", True, max_new_tokens=8, on_token=pieces.append)
+    assert with_adapter.strip() == PHRASE
+    assert "".join(pieces) == with_adapter  # streamed in pieces that add up to the answer
+    assert play.generate("a prompt it never saw", True, max_new_tokens=8).strip() == PHRASE
+    base = play.generate("def add", False, max_new_tokens=8)
+    assert base.strip() != PHRASE
+
+
+def test_generation_stops_when_asked(phrase_adapter) -> None:
+    model, adapter = phrase_adapter
+    play = load_for_playground(model, adapter)
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    stopped = play.generate("def add", True, max_new_tokens=8, should_stop=should_stop)
+    assert stopped and PHRASE.startswith(stopped) and len(stopped) < len(PHRASE)  # one token, then stopped
+    with pytest.raises(ValueError):
+        generate(play.model, play.tokenizer, "x", max_new_tokens=0)
+
+
+def test_sampling_and_errors(phrase_adapter, tmp_path: Path) -> None:
+    model, adapter = phrase_adapter
+    base_only = load_for_playground(model)
+    text = base_only.generate("def add", False, max_new_tokens=4, temperature=1.0, seed=3)
+    assert isinstance(text, str)
+    with pytest.raises(ValueError, match="No adapter"):
+        base_only.generate("x", True)
+    with pytest.raises(FileNotFoundError, match="Not an adapter folder"):
+        attach_adapter(base_only.model, tmp_path)
+    with pytest.raises(ValueError, match="DoRA"):
+        lora_config_from_peft({"r": 4, "use_dora": True})
+    assert lora_config_from_peft({"r": 4, "target_modules": "q_proj", "bias": "weird"}).target_modules == ["q_proj"]
