@@ -53,10 +53,10 @@ def test_demo_model_learns_code_and_peft_agrees(demo_gguf: Path, tmp_path: Path)
         dataset_path=str(_code_folder(tmp_path / "code")),
         output_dir=str(tmp_path / "runs"),
         adapters_dir=str(tmp_path / "adapters"),
-        validation_split=0.25,
+        validation_split=0.15,
     )
     t = job.training
-    t.epochs, t.max_steps, t.batch_size, t.max_seq_length = 1, 12, 2, 128
+    t.epochs, t.max_steps, t.batch_size, t.max_seq_length = 1, 10, 2, 128
     t.learning_rate, t.warmup_steps, t.eval_every, t.save_every = 2e-3, 2, 0, 0
     t.device, t.dtype, t.packing, t.early_stopping_patience = "cpu", "float32", False, 0
     job.lora.rank, job.lora.alpha, job.lora.dropout = 8, 16.0, 0.0
