@@ -87,6 +87,7 @@ class AdaptersPage(QWidget):
         self.root = str(root or paths.adapters_dir())
         self.adapters: list[Any] = []
         self._select_after: str | None = None
+        self._requested = False
         self._details_task = 0
 
         self.filter = QLineEdit()
@@ -174,14 +175,22 @@ class AdaptersPage(QWidget):
         self.root = str(root)
         self.refresh()
 
+    def ensure_loaded(self) -> None:
+        """List the library once, the first time it is needed."""
+        if not self._requested:
+            self.refresh()
+
     def refresh(self, select: str | None = None) -> None:
-        """Reload the listing in the background (then select ``select`` when given)."""
-        self._select_after = select or self.selected_id()
+        """Reload the listing in the background (then select ``select``, else keep the selection)."""
+        self._requested = True
+        if select:
+            self._select_after = select
         self.busy.start("Reading the adapter library…")
         self.tasks.submit(lambda root: _library(root).list(), self.root, on_done=self._listed, on_error=self._failed)
 
     def _listed(self, adapters: list[Any]) -> None:
         self.busy.stop()
+        keep, self._select_after = self._select_after or self.selected_id(), None
         self.adapters = adapters
         self.table.setSortingEnabled(False)
         self.model.removeRows(0, self.model.rowCount())
@@ -203,8 +212,8 @@ class AdaptersPage(QWidget):
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
         self.empty_label.setVisible(not adapters)
-        if self._select_after:
-            self.select(self._select_after)
+        if keep:
+            self.select(keep)
         self._update_buttons()
         self.changed.emit()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QGridLayout, QLabel, QStackedWidget, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QStackedWidget, QWidget
 
 from senior_intern.gui.series import MAX_POINTS, Series, Smoother, downsample, sticky_range, time_extent
 from senior_intern.training.events import Evaluated, Progress
@@ -66,8 +66,10 @@ class ChartPanel(QWidget):
         system.setYRange(0, 100)
         self.curves["cpu"] = system.plot(name="CPU", pen=_pen(BLUE))
         self.curves["ram"] = system.plot(name="RAM", pen=_pen(GREEN))
-        self.no_gpu = QLabel("No GPU in use: training runs on the CPU.")
+        self.no_gpu = QLabel("GPU\n\nNo GPU in use: this run trains on the CPU.")
         self.no_gpu.setWordWrap(True)
+        self.no_gpu.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_gpu.setFrameShape(QFrame.Shape.StyledPanel)
         self.gpu_stack = QStackedWidget()
         self.gpu_stack.addWidget(self.no_gpu)
         self.gpu_stack.addWidget(self.plots["gpu"])

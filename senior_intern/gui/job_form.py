@@ -155,7 +155,7 @@ class JobForm(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(page)
-        self.tabs.addTab(scroll, title)
+        self.tabs.addTab(scroll, title.replace("&", "&&"))
         self._titles.append(title)
 
     def _make(self, key: str) -> Editor:
@@ -210,7 +210,7 @@ class JobForm(QWidget):
             label.setVisible(bool(errs or warns))
         for index, title in enumerate(self._titles):
             mark = " ✖" if index in bad_tabs else " ⚠" if index in warn_tabs else ""
-            self.tabs.setTabText(index, title + mark)
+            self.tabs.setTabText(index, title.replace("&", "&&") + mark)
 
     def message(self, key: str) -> str:
         """The message shown next to a field ('' when none)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QListWidget, QMainWindow, QMessageBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from senior_intern import __version__
 from senior_intern.config import TrainingJob
@@ -69,7 +69,6 @@ class MainWindow(QMainWindow):
         self.run_page = RunPage(self.runner)
         self.adapters_page = AdaptersPage(self.tasks)
         self.playground_page = PlaygroundPage()
-        self._library_loaded = False
         self._pending_try: str | None = None
 
         self.sidebar = QListWidget()
@@ -85,12 +84,12 @@ class MainWindow(QMainWindow):
         content_layout.setContentsMargins(0, 0, 0, 0)
         content_layout.addWidget(self.banner)
         content_layout.addWidget(self.stack, 1)
-        splitter = QSplitter()
-        splitter.addWidget(self.sidebar)
-        splitter.addWidget(content)
-        splitter.setStretchFactor(1, 1)
-        splitter.setChildrenCollapsible(False)
-        self.setCentralWidget(splitter)
+        central = QWidget()
+        central_layout = QHBoxLayout(central)
+        central_layout.setContentsMargins(4, 4, 4, 0)
+        central_layout.addWidget(self.sidebar)
+        central_layout.addWidget(content, 1)
+        self.setCentralWidget(central)
         self.sidebar.currentRowChanged.connect(self.show_page)
 
         self.state_label = QLabel("Idle")
@@ -170,12 +169,10 @@ class MainWindow(QMainWindow):
             self.sidebar.setCurrentRow(index)
             return
         self.stack.setCurrentIndex(index)
-        if index in (ADAPTERS, PLAYGROUND) and not self._library_loaded:
-            self._library_loaded = True
-            self.adapters_page.refresh()
+        if index in (ADAPTERS, PLAYGROUND):
+            self.adapters_page.ensure_loaded()
 
     def _library_changed(self) -> None:
-        self._library_loaded = True
         self.playground_page.set_adapters(self.adapters_page.adapters)
         if self._pending_try and self.playground_page.open_adapter(self._pending_try):
             self._pending_try = None

@@ -6,6 +6,7 @@ labels and the charts a few times a second, so a fast run cannot flood the event
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -281,12 +282,12 @@ class RunPage(QWidget):
         if result.final_validation_loss is not None:
             lines.append(f"Final validation loss {result.final_validation_loss:.4f}.")
         if result.adapter_path:
-            lines.append(f"Adapter saved to {result.adapter_path}.")
+            lines.append(f"Adapter saved to {html.escape(result.adapter_path)}.")
             self.progress_bar.setValue(1000)
         if result.status == TrainingStatus.FAILED and result.error_message:
-            lines.append(f"<span style='{ERROR_STYLE}'>{result.error_message}</span>")
+            lines.append(f"<span style='{ERROR_STYLE}'>{html.escape(result.error_message)}</span>")
         if result.resume_checkpoint and not result.adapter_path:
-            lines.append(f"You can resume from {result.resume_checkpoint}.")
+            lines.append(f"You can resume from {html.escape(result.resume_checkpoint)}.")
         self._show_summary(" ".join(lines), result.adapter_id, result.resume_checkpoint, result.run_dir)
         self.status_changed.emit(result.status.value)
 
@@ -296,7 +297,7 @@ class RunPage(QWidget):
         self.state_label.setText(TrainingState.FAILED.value)
         message = describe_error(exc)
         self._append_log(f"ERROR: {message}")
-        self._show_summary(f"<b>The run could not start.</b> <span style='{ERROR_STYLE}'>{message}</span>", None, None, None)
+        self._show_summary(f"<b>The run could not start.</b> <span style='{ERROR_STYLE}'>{html.escape(message)}</span>", None, None, None)
         self.status_changed.emit(TrainingState.FAILED.value)
 
     def _show_summary(self, text: str, adapter_id: str | None, resume: str | None, run_dir: str | None) -> None:

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
+from senior_intern.gui.priority import lower_thread_priority
+
 
 class _Job(QRunnable):
     """One call of ``fn(*args)`` on the pool; reports through the runner's queued signal."""
@@ -22,6 +24,7 @@ class _Job(QRunnable):
 
     def run(self) -> None:
         """Call the function and hand the result or the exception to the GUI thread."""
+        lower_thread_priority()
         try:
             value, ok = self._fn(*self._args), True
         except Exception as exc:  # every failure is shown to the user as a readable message

@@ -208,7 +208,8 @@ class TrainPage(QWidget):
         key = _analysis_key(job)
         if key != self._analysis_for:
             self._analysis, self._analysis_error = None, ""
-            if Path(job.base_model_path).exists() and Path(job.dataset_path).exists() and not parse_problems:
+            readable = all(p and Path(p).exists() for p in (job.base_model_path, job.dataset_path))
+            if readable and not parse_problems:
                 self._analysis_timer.start()
             else:
                 self._analysis_timer.stop()

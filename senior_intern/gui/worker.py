@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from senior_intern.config import TrainingJob
+from senior_intern.gui.priority import lower_thread_priority
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
 
@@ -55,6 +56,7 @@ class TrainingWorker(QObject):
         try:
             from senior_intern.training.engine import Trainer
 
+            lower_thread_priority()
             freeze_imported_objects()
             trainer = Trainer()
             if self.job is not None:

@@ -81,7 +81,7 @@ def test_geometry_page_and_job_are_remembered(qtbot, settings, tiny_job, message
     settings.set_last_job(tiny_job)
     first = MainWindow(settings)
     qtbot.addWidget(first)
-    first.resize(640, 480)  # within the offscreen screen, so restoring does not clamp it
+    first.resize(780, 590)  # within the offscreen screen (800 x 600), so restoring does not clamp it
     first.show()
     size = first.size()
     first.show_page(2)
@@ -189,3 +189,23 @@ def test_the_window_offers_to_resume_an_interrupted_run(qtbot, settings, tiny_jo
     win._offer_resume([r for r in find_interrupted_runs(runs) if r.run_dir == stopped])
     assert win.banner.isHidden()
     win.tasks.wait()
+
+
+def test_background_threads_get_a_lower_priority():
+    import os
+    import threading
+
+    from senior_intern.gui.priority import lower_thread_priority
+
+    seen = []
+
+    def work():
+        lower_thread_priority(3)
+        lower_thread_priority(3)  # idempotent
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if sys.platform.startswith("linux"):
+        assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 3)]

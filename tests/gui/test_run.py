@@ -73,6 +73,8 @@ def _wait_result(qtbot, page):
 def test_a_short_run_from_the_gui(window, qtbot, tiny_job: TrainingJob):
     page = window.run_page
     assert window.train_page.is_valid
+    # As a user would, look at the dataset analysis first (it also runs on a background thread).
+    qtbot.waitUntil(lambda: window.train_page.analysis is not None and not window.tasks.busy, timeout=60000)
     meter = StallMeter()  # measures while training: from the Training state to the result
     probe = SchedulingProbe()
     window.runner.state_changed.connect(lambda e: e.new == TrainingState.TRAINING and not meter.timer.isActive() and meter.start())

@@ -1,0 +1,26 @@
+"""Background threads give way to the window: a lower scheduling priority for the calling thread."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from PySide6.QtCore import QThread
+
+
+def lower_thread_priority(steps: int = 5) -> None:
+    """Make the calling thread yield the CPU to the window when both want it.
+
+    Linux applies ``nice`` per thread (its id is the native thread id): the thread gets the
+    window's nice value plus ``steps`` (calling it again changes nothing); elsewhere Qt's thread
+    priority does the same. Training loses nothing on an idle machine and the window stays
+    smooth on a busy one.
+    """
+    QThread.currentThread().setPriority(QThread.Priority.LowPriority)
+    if sys.platform.startswith("linux"):
+        try:
+            base = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main (window) thread's nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, base + steps))
+        except OSError:  # not allowed here: keep the normal priority
+            pass
