@@ -122,7 +122,7 @@ class AdaptersPage(QWidget):
         toolbar = QToolBar()  # overflows into a menu when the window is narrow
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         for label, slot in actions:
-            action = toolbar.addAction(label.replace("&&", "&"))
+            action = toolbar.addAction(label)  # "&&" shows as "&" (a single "&" marks a mnemonic)
             action.triggered.connect(slot)
             self.buttons[label.replace("&&", "&")] = action
 
@@ -162,6 +162,7 @@ class AdaptersPage(QWidget):
         splitter.addWidget(details)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
+        splitter.setSizes([600, 400])
         layout = QVBoxLayout(self)
         layout.addWidget(toolbar)
         layout.addWidget(self.filter)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QPalette
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QStackedWidget, QWidget
 
+from senior_intern.gui.plot_style import PaletteFollower
 from senior_intern.gui.series import MAX_POINTS, Series, Smoother, downsample, sticky_range, time_extent
 from senior_intern.training.events import Evaluated, Progress
 
@@ -78,7 +78,7 @@ class ChartPanel(QWidget):
         grid.addWidget(self.plots["grad"], 1, 0)
         grid.addWidget(self.gpu_stack, 1, 1)
         grid.addWidget(self.plots["system"], 1, 2)
-        self._apply_palette()
+        self.palette_follower = PaletteFollower(self, list(self.plots.values()))
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self.refresh_next)
@@ -94,25 +94,6 @@ class ChartPanel(QWidget):
         plot.setMinimumHeight(110)
         self.plots[key] = plot
         return plot
-
-    def _apply_palette(self) -> None:
-        palette = self.palette()
-        background = palette.color(QPalette.ColorRole.Base)
-        text = palette.color(QPalette.ColorRole.Text)
-        for plot in self.plots.values():
-            plot.setBackground(background)
-            item = plot.getPlotItem()
-            item.titleLabel.setText(item.titleLabel.text, color=text)
-            for name in ("left", "bottom"):
-                axis = item.getAxis(name)
-                axis.setPen(text)
-                axis.setTextPen(text)
-
-    def changeEvent(self, event: QEvent) -> None:
-        """Follow light/dark palette changes of the system."""
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     # --- data in ----------------------------------------------------------------------------------
     def add_progress(self, p: Progress) -> None:
@@ -219,7 +200,7 @@ class ChartPanel(QWidget):
             x_range = (0.0, float(max(self.total_steps, x_max, 1)))
         if self._ranges.get((key, "x")) != x_range:
             self._ranges[(key, "x")] = x_range
-            box.setXRange(*x_range, padding=0.02)
+            box.setXRange(*x_range, padding=0.04)
         if key in ("gpu", "system"):
             return  # percentages: the y range is fixed at 0..100
         ys = np.concatenate([self.series[n].y for n in _CURVES_OF[key]])

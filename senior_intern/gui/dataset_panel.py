@@ -13,6 +13,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFormLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from senior_intern.gui.analysis import DatasetAnalysis
+from senior_intern.gui.plot_style import PaletteFollower
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine
 
 TRAINED_BACKGROUND = "rgba(89, 161, 79, 0.28)"
@@ -72,16 +73,8 @@ class DatasetPanel(QWidget):
         layout.addWidget(self.histogram)
         layout.addWidget(legend)
         layout.addWidget(self.preview, 1)
-        self._apply_palette()
+        self.palette_follower = PaletteFollower(self, [self.histogram])
         self.analysis: DatasetAnalysis | None = None
-
-    def _apply_palette(self) -> None:
-        palette = self.palette()
-        self.histogram.setBackground(palette.color(QPalette.ColorRole.Base))
-        text = palette.color(QPalette.ColorRole.Text)
-        for name in ("left", "bottom"):
-            self.histogram.getAxis(name).setTextPen(text)
-            self.histogram.getAxis(name).setPen(text)
 
     def set_busy(self, text: str) -> None:
         """Show that an analysis is running."""

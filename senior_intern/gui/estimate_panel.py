@@ -7,11 +7,11 @@ closed form the engine's scheduler follows (``training.optim.lr_at``), computed 
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from senior_intern.config import TrainingJob
 from senior_intern.gui.analysis import DatasetAnalysis
+from senior_intern.gui.plot_style import PaletteFollower
 
 
 class EstimatePanel(QWidget):
@@ -32,12 +32,7 @@ class EstimatePanel(QWidget):
         self.plot.setMinimumHeight(120)
         self.plot.setMaximumHeight(180)
         self.curve = self.plot.plot(pen=pg.mkPen("#59a14f", width=2))
-        palette = self.palette()
-        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
-        text = palette.color(QPalette.ColorRole.Text)
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setTextPen(text)
-            self.plot.getAxis(name).setPen(text)
+        self.palette_follower = PaletteFollower(self, [self.plot])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)

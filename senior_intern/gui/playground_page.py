@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from senior_intern import defaults
 from senior_intern.gui.errors import describe_error
+from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine
 
 NO_ADAPTER = "(base model only)"
@@ -74,6 +75,7 @@ class GenerationWorker(QObject):
     @Slot()
     def run(self) -> None:
         """Load (or reuse) the model and stream both answers."""
+        prepare_background_thread()
         try:
             self.status.emit("Loading the model…")
             playground = self.cache.get(self.base, self.adapter_dir)
@@ -114,6 +116,7 @@ class PlaygroundPage(QWidget):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 4096)
         self.max_tokens.setValue(128)
+        self.max_tokens.setMaximumWidth(120)
         form = QFormLayout()
         form.addRow("Base model", base_row)
         form.addRow("Adapter", self.adapter)

@@ -222,7 +222,7 @@ class RunPage(QWidget):
     # --- events -----------------------------------------------------------------------------------
     def _on_state(self, event: StateChanged) -> None:
         self.state = event.new
-        self.state_label.setText(f"{event.new.value}" + (f": {event.message}" if event.message and event.message != event.new.value else ""))
+        self.state_label.setText(event.message or event.new.value)  # the engine's messages name the state
         if event.new == TrainingState.PAUSED:
             self.pause_button.setText("Resume")
         elif event.new == TrainingState.TRAINING:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
-from senior_intern.gui.priority import lower_thread_priority
+from senior_intern.gui.threads import prepare_background_thread
 
 
 class _Job(QRunnable):
@@ -24,7 +24,7 @@ class _Job(QRunnable):
 
     def run(self) -> None:
         """Call the function and hand the result or the exception to the GUI thread."""
-        lower_thread_priority()
+        prepare_background_thread()
         try:
             value, ok = self._fn(*self._args), True
         except Exception as exc:  # every failure is shown to the user as a readable message

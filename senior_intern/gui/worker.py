@@ -15,9 +15,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from senior_intern.config import TrainingJob
-from senior_intern.gui.priority import lower_thread_priority
+from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
+
+_frozen = False
 
 
 def freeze_imported_objects() -> None:
@@ -26,12 +28,17 @@ def freeze_imported_objects() -> None:
     After torch and transformers are imported the interpreter tracks some 300,000 objects; a
     full collection scans them all while holding the GIL (about 0.3 s), which freezes the event
     loop. Moving what exists now (modules, classes, functions) into the permanent generation
-    (``gc.freeze``) leaves collections only the run's own objects to scan (a few ms).
+    (``gc.freeze``) leaves collections only the run's own objects to scan (a few ms). Done once
+    per process, so what later runs leave behind is still collected.
     """
+    global _frozen
+    if _frozen:
+        return
     import transformers  # noqa: F401 - imported here so that its objects are frozen too
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
     gc.freeze()
+    _frozen = True
 
 
 class TrainingWorker(QObject):
@@ -53,10 +60,10 @@ class TrainingWorker(QObject):
     @Slot()
     def run(self) -> None:
         """Train to the end; emits ``finished(result)`` or ``failed(exception)``."""
+        prepare_background_thread()
         try:
             from senior_intern.training.engine import Trainer
 
-            lower_thread_priority()
             freeze_imported_objects()
             trainer = Trainer()
             if self.job is not None:
@@ -128,7 +135,6 @@ class TrainingRunner(QObject):
         worker.finished.connect(self._on_finished, queued)
         worker.failed.connect(self._on_failed, queued)
         thread.started.connect(worker.run)
-        thread.finished.connect(self._on_thread_finished, queued)
         self._thread, self._worker = thread, worker
         thread.start()
         self.running_changed.emit(True)
@@ -151,12 +157,6 @@ class TrainingRunner(QObject):
             self._thread = None
             self._worker = None
             self.running_changed.emit(False)
-
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        """Nothing left to do once ``_stop_thread`` ran; kept so a thread ending early is noticed."""
-        if self._thread is not None and self._thread.isFinished():
-            self._stop_thread()
 
     # --- control ----------------------------------------------------------------------------------
     def pause(self) -> None:

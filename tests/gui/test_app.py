@@ -195,7 +195,7 @@ def test_background_threads_get_a_lower_priority():
     import os
     import threading
 
-    from senior_intern.gui.priority import lower_thread_priority
+    from senior_intern.gui.threads import lower_thread_priority
 
     seen = []
 

@@ -121,3 +121,15 @@ def test_step_charts_span_the_whole_run(qtbot):
     assert x_range[1] >= 100  # total_steps of the run, not the 10 steps so far
     assert y_range[0] <= 2.0 and y_range[1] >= 2.9
     assert panel.plots["system"].getViewBox().viewRange()[0][1] >= 60
+
+
+def test_charts_follow_a_palette_change(qtbot):
+    from PySide6.QtGui import QColor, QPalette
+
+    panel = ChartPanel()
+    qtbot.addWidget(panel)
+    dark = QPalette(panel.palette())
+    dark.setColor(QPalette.ColorRole.Base, QColor("#202124"))
+    dark.setColor(QPalette.ColorRole.Text, QColor("#e8eaed"))
+    panel.setPalette(dark)
+    assert panel.plots["loss"].backgroundBrush().color().name() == "#202124"

@@ -167,3 +167,20 @@ def test_resuming_from_a_folder_without_checkpoints_explains_why(window, qtbot, 
     assert page.result is None
     assert "could not start" in page.summary_label.text() and "No usable checkpoint" in page.summary_label.text()
     assert not window.runner.running
+
+
+def test_closing_during_a_run_asks_then_cancels_it(window, qtbot, tiny_job: TrainingJob, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    tiny_job.training.epochs = 20
+    window.train_page.set_job(tiny_job)
+    window.train_page.start()
+    qtbot.waitUntil(lambda: window.run_page.progress_events >= 1, timeout=RUN_TIMEOUT_MS)
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.No))
+    window.close()
+    assert window.isVisible() and window.runner.running
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    window.close()
+    assert not window.isVisible() and not window.runner.running
+    run_dirs = list(Path(tiny_job.output_dir).iterdir())
+    assert run_dirs and any((d / "checkpoints").glob("step-*") for d in run_dirs)  # cancelling saved a checkpoint

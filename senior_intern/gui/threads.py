@@ -1,4 +1,8 @@
-"""Background threads give way to the window: a lower scheduling priority for the calling thread."""
+"""Set-up of the app's background threads (QThreads and the task pool).
+
+They give way to the window (a lower scheduling priority) and carry the tracing hooks that
+Python threads inherit from ``threading`` (so coverage, profilers and debuggers see them too).
+"""
 
 from __future__ import annotations
 
@@ -24,3 +28,13 @@ def lower_thread_priority(steps: int = 5) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, base + steps))
         except OSError:  # not allowed here: keep the normal priority
             pass
+
+
+def prepare_background_thread() -> None:
+    """Call first thing in a QThread or pool thread: lower its priority, inherit trace/profile hooks."""
+    trace, profile = threading.gettrace(), threading.getprofile()
+    if trace is not None:
+        sys.settrace(trace)
+    if profile is not None:
+        sys.setprofile(profile)
+    lower_thread_priority()
