@@ -88,7 +88,6 @@ class AdaptersPage(QWidget):
         self.adapters: list[Any] = []
         self._select_after: str | None = None
         self._requested = False
-        self._details_task = 0
 
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name, description, base model…")
@@ -247,6 +246,7 @@ class AdaptersPage(QWidget):
         self._update_buttons()
         a = self.selected()
         if a is None:
+            self.tasks.forget("adapter details")
             for label in self.info.values():
                 label.setText("–")
             self.description.setPlainText("")
@@ -262,12 +262,12 @@ class AdaptersPage(QWidget):
         self.curve.clear()
         self.configs.setPlainText("")
         if not a.damaged:
-            self._details_task = task = self.tasks.submit(_details, self.root, a.id, on_done=lambda d: self._show_details(task, d),
-                                                          on_error=lambda exc: self.configs.setPlainText(describe_error(exc)))
+            self.tasks.submit(_details, self.root, a.id, on_done=self._show_details,
+                              on_error=lambda exc: self.configs.setPlainText(describe_error(exc)), latest="adapter details")
+        else:
+            self.tasks.forget("adapter details")
 
-    def _show_details(self, task: int, details: tuple[Any, dict]) -> None:
-        if task != self._details_task:
-            return
+    def _show_details(self, details: tuple[Any, dict]) -> None:
         _, meta = details
         history = meta.get("history") or {}
         self.curve.set_history(history.get("step", []), history.get("loss", []), history.get("validation_step", []),

@@ -50,6 +50,8 @@ class TaskRunner(QObject):
         self._pool.setMaxThreadCount(max_threads)
         self._ids = itertools.count(1)
         self._callbacks: dict[int, tuple[Callable | None, Callable | None]] = {}
+        self._keys: dict[int, str] = {}
+        self._latest: dict[str, int] = {}
         self._finished.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
 
     @property
@@ -63,14 +65,20 @@ class TaskRunner(QObject):
         *args: Any,
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        latest: str | None = None,
     ) -> int:
         """Run ``fn(*args)`` in the background; return the task id.
 
-        ``on_done(result)`` or ``on_error(exception)`` is then called in the GUI thread.
+        ``on_done(result)`` or ``on_error(exception)`` is then called in the GUI thread. With
+        ``latest`` (a name such as ``"dataset analysis"``), only the newest task of that name
+        reports back: results of older ones, made for settings that have changed, are dropped.
         """
         task_id = next(self._ids)
         was_busy = self.busy
         self._callbacks[task_id] = (on_done, on_error)
+        if latest is not None:
+            self._keys[task_id] = latest
+            self._latest[latest] = task_id
         if not was_busy:
             self.busy_changed.emit(True)
         self._pool.start(_Job(self, task_id, fn, args))
@@ -79,6 +87,9 @@ class TaskRunner(QObject):
     @Slot(int, bool, object)
     def _dispatch(self, task_id: int, ok: bool, value: Any) -> None:
         on_done, on_error = self._callbacks.pop(task_id, (None, None))
+        key = self._keys.pop(task_id, None)
+        if key is not None and self._latest.get(key) != task_id:
+            on_done = on_error = None  # superseded by a newer task of the same name
         try:
             if ok and on_done is not None:
                 on_done(value)
@@ -87,6 +98,10 @@ class TaskRunner(QObject):
         finally:
             if not self.busy:
                 self.busy_changed.emit(False)
+
+    def forget(self, latest: str) -> None:
+        """Drop the result of the pending task named ``latest`` (its settings are gone)."""
+        self._latest.pop(latest, None)
 
     def wait(self, timeout_ms: int = 30000) -> bool:
         """Block until the running tasks end (for shutdown and tests); True when all ended."""

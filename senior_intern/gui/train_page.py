@@ -61,8 +61,6 @@ class TrainPage(QWidget):
         self._job = TrainingJob()
         self._analysis: analysis.DatasetAnalysis | None = None
         self._analysis_for: tuple | None = None
-        self._analysis_task = self._model_task = self._schedule_task = 0
-        self._schedule_for: tuple | None = None
         self._analysis_error = ""
         self._running = False
         self._valid = False
@@ -96,7 +94,7 @@ class TrainPage(QWidget):
         self.problems_label.setStyleSheet(ERROR_STYLE)
         self.warnings_label = QLabel()
         self.warnings_label.setWordWrap(True)
-        self.estimate = EstimatePanel()
+        self.estimate = EstimatePanel(tasks)
         self.save_button = QPushButton("Save job…")
         self.load_button = QPushButton("Load job…")
         self.start_button = QPushButton("Start training")
@@ -213,6 +211,7 @@ class TrainPage(QWidget):
                 self._analysis_timer.start()
             else:
                 self._analysis_timer.stop()
+                self.tasks.forget("dataset analysis")
                 self.dataset_panel.clear()
         self._validate(job, parse_problems)
 
@@ -241,8 +240,7 @@ class TrainPage(QWidget):
         self.problems_label.setVisible(bool(self._problems))
         self.warnings_label.setText("\n".join(f"⚠ {w}" for w in general_warnings))
         self.warnings_label.setVisible(bool(general_warnings))
-        self.estimate.set_counts(job, self._analysis)
-        self._update_schedule(job)
+        self.estimate.update_for(job, self._analysis)
         valid = not self._problems
         if valid != self._valid:
             self._valid = valid
@@ -255,24 +253,18 @@ class TrainPage(QWidget):
         self.model_info.clear()
         if not path or not Path(path).exists():
             self.model_busy.stop()
+            self.tasks.forget("model details")
             return
         self.model_busy.start("Reading the model…")
-        self._model_task = self.tasks.submit(
-            analysis.model_details, path,
-            on_done=lambda facts: self._model_details_ready(path, facts),
-            on_error=lambda exc: self._model_details_failed(path, exc),
-        )
+        self.tasks.submit(analysis.model_details, path, on_done=self._model_details_ready,
+                          on_error=self._model_details_failed, latest="model details")
 
-    def _model_details_ready(self, path: str, facts: dict[str, str]) -> None:
-        if path != self.model_picker.path():
-            return
+    def _model_details_ready(self, facts: dict[str, str]) -> None:
         self.model_busy.stop()
         rows = "".join(f"<tr><td>{html.escape(k)}&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
         self.model_info.setText(f"<table>{rows}</table>")
 
-    def _model_details_failed(self, path: str, exc: BaseException) -> None:
-        if path != self.model_picker.path():
-            return
+    def _model_details_failed(self, exc: BaseException) -> None:
         self.model_busy.stop()
         self.model_info.setText(f"<span style='{ERROR_STYLE}'>Could not read the model: {html.escape(describe_error(exc))}</span>")
 
@@ -283,44 +275,19 @@ class TrainPage(QWidget):
         key = _analysis_key(job)
         cached = analysis.tokenizer_cached(job.base_model_path)
         self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
-        self._analysis_task = task = self.tasks.submit(
-            analysis.analyze_dataset, job,
-            on_done=lambda result: self._analysis_ready(task, key, result),
-            on_error=lambda exc: self._analysis_failed(task, key, exc),
-        )
+        self.tasks.submit(analysis.analyze_dataset, job, on_done=lambda result: self._analysis_ready(key, result),
+                          on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis")
 
-    def _analysis_ready(self, task: int, key: tuple, result: analysis.DatasetAnalysis) -> None:
-        if task != self._analysis_task:
-            return  # a newer analysis is on its way
+    def _analysis_ready(self, key: tuple, result: analysis.DatasetAnalysis) -> None:
         self._analysis, self._analysis_for, self._analysis_error = result, key, ""
         self.dataset_panel.set_analysis(result)
         self._edited()
 
-    def _analysis_failed(self, task: int, key: tuple, exc: BaseException) -> None:
-        if task != self._analysis_task:
-            return
+    def _analysis_failed(self, key: tuple, exc: BaseException) -> None:
         self._analysis, self._analysis_for = None, key  # not retried until a relevant setting changes
         self._analysis_error = f"The dataset could not be read: {describe_error(exc)}"
         self.dataset_panel.set_error(self._analysis_error)
         self._edited()
-
-    def _update_schedule(self, job: TrainingJob) -> None:
-        if self._analysis is None:
-            self._schedule_for = None
-            return
-        key = (self._analysis.total_steps, str(vars(job.training)))
-        if key == self._schedule_for:
-            return
-        self._schedule_for = key
-        self._schedule_task = task = self.tasks.submit(
-            analysis.schedule_preview, copy.deepcopy(job.training), self._analysis.total_steps,
-            on_done=lambda curve: self._schedule_ready(task, curve),
-            on_error=lambda exc: self._schedule_ready(task, ([], [])),
-        )
-
-    def _schedule_ready(self, task: int, curve: tuple[list[int], list[float]]) -> None:
-        if task == self._schedule_task:
-            self.estimate.set_schedule(*curve)
 
     # --- actions ----------------------------------------------------------------------------------
     def set_running(self, running: bool) -> None:

@@ -209,3 +209,20 @@ def test_background_threads_get_a_lower_priority():
     thread.join()
     if sys.platform.startswith("linux"):
         assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 3)]
+
+
+def test_only_the_latest_task_of_a_name_reports(qtbot):
+    import threading
+
+    from senior_intern.gui.tasks import TaskRunner
+
+    runner = TaskRunner()
+    gate = threading.Event()
+    got = []
+    runner.submit(lambda: gate.wait(5) and "old", on_done=got.append, latest="analysis")
+    runner.submit(lambda: "new", on_done=got.append, latest="analysis")
+    runner.submit(lambda: "other", on_done=got.append, latest="x")
+    runner.forget("x")
+    gate.set()
+    qtbot.waitUntil(lambda: not runner.busy, timeout=10000)
+    assert got == ["new"]
