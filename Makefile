@@ -45,3 +45,20 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .coverage
+
+# The Linux desktop entry and icon for this checkout (application menu, taskbar icon).
+# XDG_DATA_HOME (default ~/.local/share) and DESTDIR change where they go.
+.PHONY: uninstall-desktop
+install-desktop: install
+	bash packaging/install_desktop.sh install "$(abspath $(VENV))/bin/senior-intern-gui"
+
+uninstall-desktop:
+	bash packaging/install_desktop.sh uninstall
+
+# A self-contained folder app in dist/senior-intern/ (PyInstaller; minutes, about 1 GB).
+# BUNDLE_DEMO=0 leaves the demo model out. packaging/check_bundle.sh builds and smoke-tests it.
+BUNDLE_DEMO ?= 1
+bundle: install
+	$(PIP) install --quiet 'pyinstaller>=6.10'
+	SENIOR_INTERN_BUNDLE_DEMO=$(BUNDLE_DEMO) $(PY) -m PyInstaller --noconfirm --clean --log-level WARN \
+	  --distpath dist --workpath build/pyinstaller packaging/senior_intern.spec
