@@ -131,7 +131,7 @@ class EstimatePanel(QWidget):
         self.values["Peak memory"].setStyleSheet("" if est.fits else ERROR_STYLE)
         self.values["Duration"].setText(f"about {format_duration(est.duration_seconds)} ({est.seconds_per_step:.2f} s per step)")
         self.values["Disk"].setText(format_bytes(est.disk_bytes) + " (checkpoints and adapter)")
-        self.notes.setText("<br/>".join(f"⚠ {html.escape(w)}" for w in est.warnings))
+        self.notes.setText("<br/>".join(f"⚠ {html.escape(w, quote=False)}" for w in est.warnings))
         self.notes.setStyleSheet(WARNING_STYLE)
         self.notes.setVisible(bool(est.warnings))
 
@@ -139,6 +139,6 @@ class EstimatePanel(QWidget):
         """Show why the estimate could not be made."""
         for key in ESTIMATE_ROWS:
             self.values[key].setText("–")
-        self.notes.setText(f"No estimate: {html.escape(describe_error(exc))}")
+        self.notes.setText(f"No estimate: {html.escape(describe_error(exc), quote=False)}")
         self.notes.setStyleSheet(ERROR_STYLE)
         self.notes.show()
