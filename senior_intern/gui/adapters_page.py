@@ -290,6 +290,7 @@ class AdaptersPage(QWidget):
         self.busy.start("Working…")
 
         def done(result: Any) -> None:
+            """Report success (when asked) and show the new state of the library."""
             self.busy.stop()
             if done_message:
                 QMessageBox.information(self, title, done_message.format(result=result))

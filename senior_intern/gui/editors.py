@@ -50,10 +50,12 @@ class IntEditor(Editor):
         self.box.valueChanged.connect(self.changed)
 
     def get(self) -> int | None:
+        """The spin box value (None for 'none' when optional)."""
         value = self.box.value()
         return None if self.optional and value == 0 else value
 
     def set(self, value: int | None) -> None:
+        """Show an integer (None shows 'none')."""
         self.box.blockSignals(True)
         self.box.setValue(0 if value is None else int(value))
         self.box.blockSignals(False)
@@ -68,6 +70,7 @@ class FloatEditor(Editor):
         self.line.textChanged.connect(self.changed)
 
     def get(self) -> float:
+        """The number typed; ValueError when it is not one."""
         text = self.line.text().strip()
         try:
             return float(text)
@@ -75,6 +78,7 @@ class FloatEditor(Editor):
             raise ValueError(f"{text!r} is not a number (examples: 0.05, 2e-4)") from None
 
     def set(self, value: float) -> None:
+        """Show a float in its shortest exact form."""
         self.line.blockSignals(True)
         self.line.setText(repr(float(value)))
         self.line.blockSignals(False)
@@ -89,9 +93,11 @@ class BoolEditor(Editor):
         self.check.toggled.connect(self.changed)
 
     def get(self) -> bool:
+        """Whether the box is checked."""
         return self.check.isChecked()
 
     def set(self, value: bool) -> None:
+        """Check or uncheck the box."""
         self.check.blockSignals(True)
         self.check.setChecked(bool(value))
         self.check.blockSignals(False)
@@ -112,10 +118,12 @@ class ChoiceEditor(Editor):
             self.combo.currentIndexChanged.connect(self.changed)
 
     def get(self) -> Any:
+        """The chosen value (an enum member for enum fields)."""
         text = self.combo.currentText().strip()
         return self.enum_type(text) if self.enum_type is not None else text
 
     def set(self, value: Any) -> None:
+        """Select (or type) the value."""
         text = value.value if isinstance(value, enum.Enum) else str(value)
         self.combo.blockSignals(True)
         index = self.combo.findText(text)
@@ -137,10 +145,12 @@ class TextEditor(Editor):
         self.line.textChanged.connect(self.changed)
 
     def get(self) -> str | None:
+        """The stripped text (None when empty and optional)."""
         text = self.line.text().strip()
         return None if self.optional and not text else text
 
     def set(self, value: str | None) -> None:
+        """Show the text ('' for None)."""
         self.line.blockSignals(True)
         self.line.setText(value or "")
         self.line.blockSignals(False)
@@ -156,9 +166,11 @@ class ListEditor(Editor):
         self.line.textChanged.connect(self.changed)
 
     def get(self) -> list[str]:
+        """The names, split on commas and spaces."""
         return [part for part in self.line.text().replace(",", " ").split() if part]
 
     def set(self, value: list[str]) -> None:
+        """Show the names comma-separated."""
         self.line.blockSignals(True)
         self.line.setText(", ".join(value))
         self.line.blockSignals(False)
@@ -187,10 +199,12 @@ class PathEditor(Editor):
             self.line.setText(chosen)
 
     def get(self) -> str | None:
+        """The stripped path (None when empty and optional)."""
         text = self.line.text().strip()
         return None if self.optional and not text else text
 
     def set(self, value: str | None) -> None:
+        """Show the path ('' for None)."""
         self.line.blockSignals(True)
         self.line.setText(value or "")
         self.line.blockSignals(False)

@@ -87,6 +87,7 @@ class Smoother:
         self.weight, self.acc, self.count = weight, 0.0, 0
 
     def add(self, v: float | None) -> float:
+        """Take the next value; return the smoothed value so far (NaN for a missing value)."""
         if v is None or not math.isfinite(v):
             return math.nan
         self.acc = self.weight * self.acc + (1 - self.weight) * v
