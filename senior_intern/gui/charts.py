@@ -78,6 +78,8 @@ class ChartPanel(QWidget):
         grid.addWidget(self.plots["grad"], 1, 0)
         grid.addWidget(self.gpu_stack, 1, 1)
         grid.addWidget(self.plots["system"], 1, 2)
+        for column in range(3):  # equal columns, also when some charts are hidden (adapter details)
+            grid.setColumnStretch(column, 1)
         self.palette_follower = PaletteFollower(self, list(self.plots.values()))
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
