@@ -1,0 +1,316 @@
+"""What a training step costs, from the model's shapes: memory per part and FLOPs per token.
+
+``model_facts(job)`` reads the base model's config and builds the model on the ``meta`` device
+(no weights, no memory), wraps it with ``LoraModel`` exactly as a run does, and keeps the shapes
+that matter. ``step_memory`` and ``step_flops`` are plain arithmetic on those facts, so the
+estimate can try many batch sizes in microseconds.
+
+Memory follows what autograd keeps for a Llama-family block with a frozen base (measured with
+``torch.autograd.graph.saved_tensors_hooks`` on the demo model: the formula below matches the
+saved bytes to 0.1%). Per token and decoder layer, with ``s`` the compute dtype's bytes and
+``a`` the LoRA factors' bytes:
+
+- each RMSNorm keeps its float32 input (``4 H``);
+- attention keeps q, k, v and the output in ``s`` (k and v repeated to every query head when a
+  mask is passed, as transformers' SDPA path does) and a float32 log-sum-exp per head;
+- the MLP keeps gate, SiLU(gate) and up (``3 I s``);
+- each LoRA linear keeps its (dropped-out) input in ``a`` with a one-byte dropout mask, and its
+  rank-``r`` intermediate; without dropout and with ``a == s`` the input is the module's own
+  input, shared by q/k/v and by gate/up.
+
+Frozen base weights keep nothing for their own gradient. With gradient checkpointing a layer
+keeps only its input, and one layer's activations come back during backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from senior_intern.config import LoraConfig, OptimizerType, TrainingJob
+
+# Modules that read the same input tensor in a Llama-family block (their LoRA inputs are shared).
+_INPUT_GROUPS = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in",
+                 "up_proj": "mlp_in", "o_proj": "attn_out", "down_proj": "mlp_mid"}
+# Inputs autograd already keeps for other reasons (the attention output is saved by SDPA).
+_ALREADY_SAVED = {"attn_out"}
+_OPTIMIZER_STATES = {OptimizerType.ADAMW: 2, OptimizerType.ADAM: 2}
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted module: its qualified name, in/out features and its LoRA trainable elements."""
+
+    name: str
+    in_features: int
+    out_features: int
+    parameters: int
+    embedding: bool = False
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The shapes of a base model with its LoRA wrappers, as a run would build them."""
+
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    base_parameters: int  # frozen base elements (tied tensors once)
+    trainable_parameters: int  # exactly LoraModel.trainable_parameter_count
+    linear_macs: int  # multiply-adds per token of every decoder linear layer (head excluded)
+    head_fused: bool  # the LM head is a plain nn.Linear: the fused loss path
+    context_length: int  # max_position_embeddings (0 when the config does not say)
+    lora_modules: tuple[LoraModule, ...] = field(default_factory=tuple)
+    rank: int = 16
+
+    @property
+    def lora_macs(self) -> int:
+        """Multiply-adds per token of all LoRA factors (``r (in + out)`` per adapted linear)."""
+        return sum(self.rank * (m.in_features + m.out_features) for m in self.lora_modules if not m.embedding)
+
+
+def _dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@functools.lru_cache(maxsize=8)
+def _load_config(folder: str) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder, local_files_only=True)
+
+
+def _lora_key(cfg: LoraConfig) -> tuple:
+    return (cfg.rank, cfg.alpha, tuple(cfg.target_modules), str(cfg.bias), cfg.apply_to_embeddings, cfg.apply_to_lm_head)
+
+
+@functools.lru_cache(maxsize=16)
+def _facts(folder: str, lora_key: tuple, lora_dtype: torch.dtype) -> ModelFacts:
+    from transformers import AutoModelForCausalLM
+
+    from senior_intern.lora import LoraLayer, LoraModel
+
+    config = _load_config(folder)
+    rank, alpha, targets, bias, embeddings, head = lora_key
+    cfg = LoraConfig(rank=rank, alpha=alpha, target_modules=list(targets), bias=bias,
+                     apply_to_embeddings=embeddings, apply_to_lm_head=head)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    base_parameters = sum(p.numel() for p in model.parameters())
+    out_embeddings = model.get_output_embeddings()
+    head_fused = type(out_embeddings) is nn.Linear and not cfg.apply_to_lm_head
+    linear_macs = sum(m.in_features * m.out_features for m in model.modules()
+                      if isinstance(m, nn.Linear) and m is not out_embeddings)
+    lora = LoraModel(model, cfg, dtype=lora_dtype)
+    modules = tuple(
+        LoraModule(name, layer.in_features, layer.out_features, layer.trainable_parameter_count,
+                   embedding=not isinstance(layer, LoraLayer))
+        for name, layer in lora.lora_layers().items()
+    )
+    text = config.get_text_config()
+    heads = int(text.num_attention_heads)
+    hidden = int(text.hidden_size)
+    return ModelFacts(
+        architecture=type(model).__name__,
+        num_layers=int(text.num_hidden_layers),
+        hidden_size=hidden,
+        intermediate_size=int(getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden),
+        num_heads=heads,
+        num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        head_dim=int(getattr(text, "head_dim", None) or hidden // heads),
+        vocab_size=int(text.vocab_size),
+        base_parameters=base_parameters,
+        trainable_parameters=lora.trainable_parameter_count,
+        linear_macs=linear_macs,
+        head_fused=head_fused,
+        context_length=int(getattr(text, "max_position_embeddings", 0) or 0),
+        lora_modules=modules,
+        rank=rank,
+    )
+
+
+def model_folder(path: str | Path) -> Path:
+    """The Hugging Face folder a model loads from: the folder itself, or a GGUF file's conversion
+    in the model cache (converted now when missing, as the run would do first)."""
+    from senior_intern.models import cache, metadata
+
+    info = metadata(path)
+    if info.source_format != "gguf":
+        return Path(info.path)
+    return cache.cached_conversion(info.content_hash) or cache.convert_gguf(Path(info.path), info.content_hash)
+
+
+def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
+    """Shapes and exact trainable-parameter count of ``job``'s model wrapped with ``job.lora``,
+    built on the meta device (a few milliseconds once the config is cached)."""
+    lora_dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    return _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(path: str) -> Any:
+    """The model's tokenizer (the one ``load_base_model`` returns), loaded once per process."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_folder(path), local_files_only=True)
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StepShape:
+    """One micro-batch as the memory and FLOP formulas see it."""
+
+    batch_size: int
+    seq_len: int  # padded width of the widest batch
+    dtype: torch.dtype
+    dropout: float
+    packing: bool
+    checkpointing: bool
+    loss_chunk: int
+    optimizer: OptimizerType = OptimizerType.ADAMW
+    momentum: float = 0.9
+
+    @property
+    def tokens(self) -> int:
+        """Token positions in the micro-batch (padding included): ``batch_size * seq_len``."""
+        return self.batch_size * self.seq_len
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether attention gets an explicit mask (packing, or padding in a batch of several rows)."""
+        return self.packing or self.batch_size > 1
+
+
+def _lora_input_bytes(facts: ModelFacts, shape: StepShape, s: int, a: int) -> int:
+    """Bytes per token the LoRA branches keep: inputs (with dropout masks) and rank-r intermediates."""
+    total, shared_inputs = 0, set()
+    for m in facts.lora_modules:
+        if m.embedding:
+            total += facts.rank * a
+            continue
+        total += facts.rank * a
+        if shape.dropout > 0:
+            total += m.in_features * (a + 1)
+        elif a != s:
+            total += m.in_features * a
+        else:
+            prefix, _, leaf = m.name.rpartition(".")
+            group = _INPUT_GROUPS.get(leaf, m.name)
+            key = (prefix.rpartition(".")[0], group)
+            if group not in _ALREADY_SAVED and key not in shared_inputs:
+                shared_inputs.add(key)
+                total += m.in_features * s
+    return total
+
+
+def layer_activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
+    """Bytes per token one decoder layer keeps for backward, LoRA branches excluded."""
+    s = _dtype_bytes(shape.dtype)
+    q = facts.num_heads * facts.head_dim
+    kv = q if shape.has_mask else facts.num_kv_heads * facts.head_dim
+    norms = 2 * (4 * facts.hidden_size + 4)
+    attention = s * (2 * q + 2 * kv) + 4 * facts.num_heads
+    mlp = 3 * s * facts.intermediate_size
+    return norms + attention + mlp
+
+
+def activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
+    """Bytes of activations alive at the end of the forward pass (before the loss's logits)."""
+    s = _dtype_bytes(shape.dtype)
+    a = 4 if shape.dtype in (torch.bfloat16, torch.float16) else s
+    n, L = shape.tokens, facts.num_layers
+    lora = _lora_input_bytes(facts, shape, s, a)
+    layer = layer_activation_bytes(facts, shape) + lora / max(L, 1)
+    if shape.checkpointing:
+        kept = L * facts.hidden_size * s + 2 * layer  # layer inputs, one layer recomputed + its gradients
+    else:
+        kept = L * layer
+    rotary = 2 * facts.head_dim * s
+    final = 4 * facts.hidden_size + s * facts.hidden_size  # final norm input, loss gradient rows
+    mask = shape.batch_size * shape.seq_len * shape.seq_len * (s if shape.packing else 1) if shape.has_mask else 0
+    return int(n * (kept + rotary + final) + mask)
+
+
+def loss_bytes(facts: ModelFacts, shape: StepShape) -> int:
+    """Transient bytes of the chunked loss: float32 logits of one chunk (and its low-precision copy);
+    a LoRA-wrapped head goes through checkpointed chunks that hold about three such buffers."""
+    rows = min(shape.loss_chunk, shape.tokens)
+    logits = rows * facts.vocab_size * 4
+    if not facts.head_fused:
+        return 3 * logits
+    s = _dtype_bytes(shape.dtype)
+    return logits + (rows * facts.vocab_size * s if s != 4 else 0)
+
+
+def optimizer_states(shape: StepShape) -> int:
+    """Tensors per parameter the optimizer keeps (AdamW/Adam 2; SGD/RMSprop 1, +1 with momentum)."""
+    kind = OptimizerType(shape.optimizer)
+    if kind in _OPTIMIZER_STATES:
+        return _OPTIMIZER_STATES[kind]
+    base = 1 if kind == OptimizerType.RMSPROP else 0
+    return base + (1 if shape.momentum > 0 else 0)
+
+
+# --- compute -----------------------------------------------------------------------------------
+
+def forward_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool) -> float:
+    """Forward FLOPs per token of the decoder (frozen linears, LoRA factors, attention scores)."""
+    attended = seq_len if packing else seq_len / 2  # a mask computes every block; causal skips half
+    attention = 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
+    return 2 * facts.linear_macs + 2 * facts.lora_macs + attention
+
+
+def step_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float) -> float:
+    """FLOPs of one micro-batch forward + backward with a frozen base.
+
+    Backward through a frozen linear computes only the input gradient (as much as its forward);
+    LoRA factors get input and weight gradients (twice their forward); attention's backward
+    costs about twice its forward. The head projects only trained positions: logits and their
+    input gradient in the fused loss (4 H V per trained token).
+    """
+    fwd = forward_flops_per_token(facts, shape.seq_len, shape.packing)
+    attended = shape.seq_len if shape.packing else shape.seq_len / 2
+    attention = 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
+    bwd = 2 * facts.linear_macs + 4 * facts.lora_macs + 2 * attention
+    per_token = fwd * (2 if shape.checkpointing else 1) + bwd
+    head = (4 if facts.head_fused else 8) * facts.hidden_size * facts.vocab_size
+    return shape.tokens * (per_token + trained_fraction * head)
+
+
+def eval_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool, trained_fraction: float) -> float:
+    """Forward-only FLOPs per token of an evaluation pass."""
+    return forward_flops_per_token(facts, seq_len, packing) + trained_fraction * 2 * facts.hidden_size * facts.vocab_size
+
+
+@functools.lru_cache(maxsize=16)
+def matmul_flops_per_second(device: str, dtype: torch.dtype, m: int, k: int, n: int) -> float:
+    """Achieved FLOP/s of an ``[m, k] @ [k, n]`` matmul in ``dtype`` on ``device``: best of three
+    after a warm-up, measured once per process (tens of milliseconds)."""
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (torch.mps.synchronize if dev.type == "mps" else (lambda: None))
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        a = torch.randn(m, k, generator=gen).to(device=dev, dtype=dtype)
+        b = torch.randn(k, n, generator=gen).to(device=dev, dtype=dtype)
+        torch.matmul(a, b)
+        sync()
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            sync()
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * m * k * n / max(best, 1e-9)
