@@ -20,7 +20,8 @@ from senior_intern.config import TrainingConfig, TrainingJob
 PREVIEW_SAMPLES = 3
 _MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
 _tokenizers: dict[str, Any] = {}
-_tokenizer_lock = threading.Lock()
+_tokenizer_lock = threading.Lock()  # guards _path_locks
+_path_locks: dict[str, threading.Lock] = {}
 
 
 def is_model_path(path: str | Path) -> bool:
@@ -72,8 +73,13 @@ def _tokenizer_folder(model_path: str) -> Path:
 
 
 def load_tokenizer(model_path: str) -> Any:
-    """The model's tokenizer, loaded once per path and kept (a GGUF file's first load takes seconds)."""
+    """The model's tokenizer, loaded once per path and kept (a GGUF file's first load takes seconds).
+
+    Loads of the same path wait for each other; loads of different models do not.
+    """
     with _tokenizer_lock:
+        lock = _path_locks.setdefault(model_path, threading.Lock())
+    with lock:
         if model_path not in _tokenizers:
             from transformers import AutoTokenizer
 

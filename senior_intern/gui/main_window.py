@@ -295,6 +295,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Cancelling the run and saving a checkpoint…")
             self.runner.shutdown()
         self.playground_page.shutdown()
+        self.train_page.stop_background_work()
         self.settings.set_geometry(self.saveGeometry())
         self.settings.set_current_page(self.stack.currentIndex())
         job, problems = self.train_page.current_job()

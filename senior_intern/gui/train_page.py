@@ -290,6 +290,12 @@ class TrainPage(QWidget):
         self._edited()
 
     # --- actions ----------------------------------------------------------------------------------
+    def stop_background_work(self) -> None:
+        """Start no more analyses and drop the results of those in progress (the window closes)."""
+        self._analysis_timer.stop()
+        for name in ("dataset analysis", "model details"):
+            self.tasks.forget(name)
+
     def set_running(self, running: bool) -> None:
         """Disable Start while a run is in progress."""
         self._running = running

@@ -39,10 +39,12 @@ def test_merge_dialog_puts_the_new_folder_in_the_chosen_parent(qtbot, monkeypatc
     assert MergeDialog.ask(None, "/m", "/o") == MergeChoice("/m", "/o", "float16")
 
 
-def test_main_opens_the_window_with_paths_from_the_command_line(qtbot, monkeypatch, tmp_path, messages):
+def test_main_opens_the_window_with_paths_from_the_command_line(qtbot, monkeypatch, tmp_path, messages, tiny_job):
     from senior_intern.gui import app as app_module
+    from senior_intern.gui.settings import AppSettings
     from tests.gui.conftest import write_dataset
 
+    AppSettings().set_last_job(tiny_job)  # main() uses the default settings; keep the demo model out of this test
     data = write_dataset(tmp_path / "cli.jsonl", n=6)
     seen = []
 
