@@ -62,3 +62,8 @@ bundle: install
 	$(PIP) install --quiet 'pyinstaller>=6.10'
 	SENIOR_INTERN_BUNDLE_DEMO=$(BUNDLE_DEMO) $(PY) -m PyInstaller --noconfirm --clean --log-level WARN \
 	  --distpath dist --workpath build/pyinstaller packaging/senior_intern.spec
+
+# Screenshots of every page (a real run in progress on the Run page) under a virtual screen.
+screenshots: install system-deps-gui
+	command -v xvfb-run >/dev/null || apt-get install -y -qq xvfb xauth >/dev/null
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) packaging/screenshots.py
