@@ -78,6 +78,9 @@ def test_a_short_run_from_the_gui(window, qtbot, tiny_job: TrainingJob):
     meter = StallMeter()  # measures while training: from the Training state to the result
     probe = SchedulingProbe()
     window.runner.state_changed.connect(lambda e: e.new == TrainingState.TRAINING and not meter.timer.isActive() and meter.start())
+    # "While training": up to the run's terminal state; the engine's teardown (freeing memory) comes after.
+    done = (TrainingState.COMPLETED, TrainingState.FAILED, TrainingState.CANCELLED)
+    window.runner.state_changed.connect(lambda e: e.new in done and meter.stop())
     window.runner.finished.connect(lambda _: meter.stop())
     window.train_page.start_button.click()
     assert window.stack.currentIndex() == 1
