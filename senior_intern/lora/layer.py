@@ -7,11 +7,13 @@ with a LoRA bias (``bias`` = ``lora_only`` or ``all``) and is scaled like PEFT's
 Parameter names follow PEFT (``base_layer.weight``, ``lora_A.weight``, ``lora_B.weight``,
 ``lora_B.bias``), so a model's state-dict keys are PEFT's keys without the adapter name.
 
-Speed: dropout draws a 0/1 uint8 mask with ``keep_mask`` (see ``dropout.py`` for the
-measurements) and its ``1 / (1 - p)`` scale is folded, together with ``alpha / r``, into the
-rank-r intermediate ``A x`` [.., r] instead of a pass over the [.., out] output; the B product
-is accumulated onto the base output with one ``addmm``. In eval mode or with p = 0 there is no
-dropout work at all.
+Speed and memory: in training the layer runs as one autograd function (``functional.py``):
+dropout zeroes drawn *positions* of the input (``dropout.DropPlan``), its ``1 / (1 - p)`` scale is
+folded with ``alpha / r`` into the rank-r intermediate, the B product is accumulated onto the
+base output with one ``addmm``, and backward keeps only ``x`` (shared by layers that read the
+same input), the positions and ``h`` [.., r]. A base whose dtype differs from the factors' (a
+bf16 base with float32 factors) takes the plain autograd path with the same drop plan. In eval
+mode or with p = 0 there is no dropout work at all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import nn
 
 from senior_intern.config import LoraBias, LoraConfig, LoraInit
 from senior_intern.lora.base import LoraBase
-from senior_intern.lora.dropout import keep_mask
+from senior_intern.lora.dropout import DropPlan
+from senior_intern.lora.functional import LoraLinearFunction, LoraSpec
 
 
 class LoraLayer(LoraBase):
@@ -100,26 +103,40 @@ class LoraLayer(LoraBase):
     # --- forward ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out]: base output plus the scaled low-rank update."""
-        result = self.base_layer(x)
         if self.merged or self.disabled:
-            return result
+            return self.base_layer(x)
+        spec = self.lora_spec(x.shape, x.device)
         a, b = self.lora_A.weight, self.lora_B.weight
+        base = self.base_layer
+        if self.fused_ok(x):
+            y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
+            return y.view(*x.shape[:-1], self.out_features)
+        result = base(x)
         lora_in = x if x.dtype == a.dtype else x.to(a.dtype)
-        scale = self.scaling
-        if self.training and self.dropout > 0.0:
-            lora_in = lora_in * keep_mask(lora_in, self.dropout)  # [..., in], uint8 mask
-            scale = scale / (1.0 - self.dropout)
-        hidden = F.linear(lora_in, a) * scale  # [..., r]: both scales applied on the rank-r tensor
-        lora_bias = self.lora_B.bias
-        if result.dtype == b.dtype:
-            flat = torch.addmm(result.reshape(-1, self.out_features), hidden.reshape(-1, self.rank), b.t())
-            if lora_bias is not None:
-                flat = flat.add_(lora_bias, alpha=self.scaling)
-            return flat.view(result.shape)
-        update = F.linear(hidden, b)
-        if lora_bias is not None:
-            update = update + lora_bias * self.scaling
+        if spec.drop is not None:
+            lora_in = spec.drop.apply(lora_in)
+        update = F.linear(F.linear(lora_in, a) * spec.h_scale, b)  # both scales on the rank-r tensor
+        if self.lora_B.bias is not None:
+            update = update + self.lora_B.bias * self.scaling
         return result + update.to(result.dtype)
+
+    def lora_spec(self, shape: torch.Size, device: torch.device) -> LoraSpec:
+        """Scales and, in training with p > 0, a fresh drop plan for an input of ``shape`` on ``device``."""
+        if self.training and self.dropout > 0.0:
+            drop = DropPlan.draw(shape, self.dropout, device)
+            return LoraSpec(self.scaling / (1.0 - self.dropout), self.scaling, drop)
+        return LoraSpec(self.scaling, self.scaling, None)
+
+    def fused_ok(self, x: torch.Tensor) -> bool:
+        """True when ``LoraLinearFunction`` computes exactly what the module would: a plain
+        ``nn.Linear`` base with a frozen weight, and one dtype for input, base and factors."""
+        base, a = self.base_layer, self.lora_A.weight
+        return (
+            type(base).forward is nn.Linear.forward
+            and not base.weight.requires_grad
+            and x.dtype == base.weight.dtype == a.dtype == self.lora_B.weight.dtype
+            and not base._forward_hooks and not base._forward_pre_hooks
+        )
 
     # --- hooks for LoraBase -------------------------------------------------------------------
     def lora_tensors(self) -> dict[str, nn.Parameter]:

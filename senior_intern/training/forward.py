@@ -3,6 +3,11 @@
 For Hugging Face causal LMs the decoder gives hidden states [B, T, H]; the loss projects only
 the trained positions through the LM head, in chunks (``chunked_causal_lm_loss``). Models
 without a separable decoder/head fall back to the plain logits path.
+
+``CausalLMForward`` also routes the model's gated MLPs through one autograd function
+(``lora.fused_mlp``: same mathematics, less activation memory), and ``training_inputs`` gives
+the model the cheapest attention mask that means the same thing: none at all (pure causal
+attention, the fast kernel path) for packed rows that each hold one sample without padding.
 """
 
 from __future__ import annotations
@@ -13,7 +18,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from senior_intern.data import Batch, model_inputs
+from senior_intern.lora.fused_mlp import fuse_mlps
 from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
+
+
+def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Model keyword arguments for ``batch`` on ``device`` (``model_inputs``), without a mask where none is needed.
+
+    A packed batch whose every row is a single sample filling the whole row (segment 0
+    everywhere, no padding) attends exactly causally, so it gets no ``attention_mask``: the
+    model then uses causal attention instead of a [B, 1, T, T] additive mask. Other batches get
+    ``model_inputs(batch.to(device), dtype)``. ``batch`` must still be on the CPU.
+    """
+    segments = batch.segment_ids
+    if segments is not None and not bool(segments.any()):
+        return {"input_ids": batch.input_ids.to(device, non_blocking=True),
+                "position_ids": batch.position_ids.to(device, non_blocking=True)}
+    return model_inputs(batch.to(device), dtype)
 
 
 class _SoftCappedHead(nn.Module):
@@ -39,11 +62,16 @@ class LossParts:
 
 
 class CausalLMForward:
-    """Runs a (LoRA-wrapped) Hugging Face causal LM and returns ``LossParts`` for a batch."""
+    """Runs a (LoRA-wrapped) Hugging Face causal LM and returns ``LossParts`` for a batch.
 
-    def __init__(self, model: nn.Module, chunk_size: int = 1024) -> None:
+    ``fuse_mlp``: route gated SiLU MLPs through ``lora.fused_mlp.SwiGluFunction`` (exact; less
+    memory); ``fused_mlps`` lists the modules that were.
+    """
+
+    def __init__(self, model: nn.Module, chunk_size: int = 1024, fuse_mlp: bool = True) -> None:
         self.model = model
         self.chunk_size = chunk_size
+        self.fused_mlps = fuse_mlps(model) if fuse_mlp else []
         get_decoder = getattr(model, "get_decoder", None)
         get_head = getattr(model, "get_output_embeddings", None)
         self.decoder = get_decoder() if callable(get_decoder) else None

@@ -18,7 +18,7 @@ import torch
 
 from senior_intern import paths
 from senior_intern.config import TrainingJob
-from senior_intern.data import BatchLoader, load_training_data, model_inputs
+from senior_intern.data import BatchLoader, load_training_data
 from senior_intern.hardware.detect import resolve_device, resolve_dtype
 from senior_intern.hardware.metrics import HardwareMetrics
 from senior_intern.lora import LoraModel
@@ -26,7 +26,7 @@ from senior_intern.models import load_base_model
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training.early_stopping import EarlyStopping
 from senior_intern.training.events import Evaluated, LogLevel, LogMessage, Progress, TrainingMetrics, TrainingState
-from senior_intern.training.forward import CausalLMForward
+from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
@@ -235,7 +235,7 @@ class Session:
         for batch in group:
             self.check_control()
             # Labels stay on the CPU: the loss selects trained positions without a device sync.
-            parts = self.forward(model_inputs(batch.to(self.device), self.dtype), batch.labels)
+            parts = self.forward(training_inputs(batch, self.dtype, self.device), batch.labels)
             (parts.loss_sum / normaliser).backward()
             loss_sum += parts.loss_sum.detach().float()
             correct += parts.n_correct
@@ -323,7 +323,7 @@ class Session:
             with torch.no_grad():
                 for batch in self.val_loader:
                     self.check_control()
-                    parts = self.forward(model_inputs(batch.to(self.device), self.dtype), batch.labels)
+                    parts = self.forward(training_inputs(batch, self.dtype, self.device), batch.labels)
                     loss_sum += parts.loss_sum.item()
                     correct += int(parts.n_correct.item())
                     n += parts.n_valid
