@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,11 @@ def load_average() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+    """Peak resident memory of this process so far, in MiB (its own, not a parent's: see
+    ``peak_rss_bytes``)."""
+    from senior_intern.hardware.monitor import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20
 
 
 def demo_model_path() -> Path:

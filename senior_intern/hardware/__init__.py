@@ -24,6 +24,7 @@ _LAZY = {
     "resolve_dtype": "detect",
     "HardwareMonitor": "monitor",
     "MemoryWatch": "monitor",
+    "peak_rss_bytes": "monitor",
 }
 
 __all__ = ["GpuMetrics", "HardwareMetrics", "format_bytes", *_LAZY]

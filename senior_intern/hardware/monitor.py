@@ -90,6 +90,32 @@ class _NvmlSession:
             pass  # the driver went away first; nothing left to release
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory, in bytes.
+
+    On Linux it is the address space's high-water mark (``VmHWM``), not ``getrusage``'s
+    ``ru_maxrss``: that one carries the parent's peak across ``fork``/``exec``, so a small child
+    of a large process would report the parent's size. macOS: ``ru_maxrss`` (bytes there);
+    Windows: the peak working set; elsewhere the current RSS.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None)
+    if peak is not None:
+        return int(peak)
+    if sys.platform == "darwin":
+        import resource
+
+        return max(int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), int(info.rss))
+    return int(info.rss)
+
+
 def _parse_device(device: Any) -> tuple[str | None, int | None]:
     """("cuda", 1) from "cuda:1" or ``torch.device("cuda", 1)``; (None, None) for None."""
     if device is None:

@@ -13,7 +13,9 @@ folded with ``alpha / r`` into the rank-r intermediate, the B product is accumul
 base output with one ``addmm``, and backward keeps only ``x`` (shared by layers that read the
 same input), the positions and ``h`` [.., r]. A base whose dtype differs from the factors' (a
 bf16 base with float32 factors) takes the plain autograd path with the same drop plan. In eval
-mode or with p = 0 there is no dropout work at all.
+mode or with p = 0 there is no dropout work at all, and a no-grad call on many rows (prompt
+processing, evaluation) multiplies once by ``W0 + (alpha / r) B A`` formed on the fly, which
+costs less than the two thin products and the extra pass over the output.
 """
 
 from __future__ import annotations
@@ -108,6 +110,13 @@ class LoraLayer(LoraBase):
         spec = self.lora_spec(x.shape, x.device)
         a, b = self.lora_A.weight, self.lora_B.weight
         base = self.base_layer
+        if spec.drop is None and self._merge_on_the_fly(x):
+            # W + s B A costs r*in*out multiply-adds once; the factored update costs r*(in+out) per row.
+            weight = torch.addmm(base.weight, b, a, alpha=self.scaling)
+            bias = base.bias
+            if self.lora_B.bias is not None:
+                bias = self.lora_B.bias * self.scaling if bias is None else bias + self.lora_B.bias * self.scaling
+            return F.linear(x, weight, bias)
         if self.fused_ok(x):
             y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
             return y.view(*x.shape[:-1], self.out_features)
@@ -126,6 +135,15 @@ class LoraLayer(LoraBase):
             drop = DropPlan.draw(shape, self.dropout, device)
             return LoraSpec(self.scaling / (1.0 - self.dropout), self.scaling, drop)
         return LoraSpec(self.scaling, self.scaling, None)
+
+    def _merge_on_the_fly(self, x: torch.Tensor) -> bool:
+        """True for a no-grad call on enough rows that one GEMM with ``W + s B A`` is cheaper than
+        the factored update (rows * (in + out) > in * out: prompt processing, evaluation; not
+        token-by-token decoding). Same mathematics, only float summation order differs."""
+        if torch.is_grad_enabled() or not self.fused_ok(x):
+            return False
+        rows = x.numel() // self.in_features
+        return rows * (self.in_features + self.out_features) > self.in_features * self.out_features
 
     def fused_ok(self, x: torch.Tensor) -> bool:
         """True when ``LoraLinearFunction`` computes exactly what the module would: a plain

@@ -6,10 +6,10 @@
 The step counts come from the real dataset, tokenised and batched as a run does it. Memory is
 the sum of its parts (``MemoryBreakdown``): base weights in the compute dtype, LoRA factors,
 their gradients, optimizer state, the activations autograd keeps (``estimate_model``), the
-loss's logits chunk, and what the allocator and framework add. On the CPU the glibc heap keeps
-about 0.7 times the activations again in freed chunks (measured on the demo model from 128 to
-2,048 tokens per batch), which ``CPU_ALLOCATOR_SLACK`` adds. Time divides the step's FLOPs by
-this device's measured matmul rate times ``EFFICIENCY``; ``probe=True`` measures the step instead.
+loss's logits chunk, and what the allocator and framework add (``ALLOCATOR_SLACK``: on the CPU
+the glibc heap keeps freed chunks, measured on the demo model from 128 to 2,048 tokens per
+batch). Time divides the step's FLOPs by this device's measured matmul rate times
+``EFFICIENCY`` and adds a dispatch cost per layer; ``probe=True`` measures the step instead.
 """
 
 from __future__ import annotations
@@ -36,16 +36,23 @@ from senior_intern.training.estimate_data import DataFacts, data_facts
 
 SAFETY_MARGIN = 0.10
 """Share of free memory kept in reserve: a job fits when its peak is at most 90% of the free memory."""
-CPU_ALLOCATOR_SLACK = 0.70
-"""Freed-but-kept heap on the CPU, as a share of the activations (glibc; measured, see module doc)."""
+ALLOCATOR_SLACK = {"cpu": 0.20, "cuda": 0.10, "mps": 0.10}
+"""Memory the allocator holds beyond the live activations, as a share of them. CPU (glibc): freed
+chunks stay in the heap; measured on the demo model between 0.0 (idle machine) and 0.7 (busy one)."""
+CPU_CHECKPOINT_RETAINED = 0.65
+"""With gradient checkpointing on the CPU, glibc keeps the recomputed layers' freed buffers: the
+resident growth measured 0.61-0.76 times the activations of the same run without checkpointing."""
 DEVICE_OVERHEAD = {"cpu": 120 * 2**20, "cuda": 600 * 2**20, "mps": 300 * 2**20}
 """Bytes the framework takes besides tensors: CPU runtime buffers; the CUDA context and cuBLAS workspace."""
-ALLOCATOR_SLACK = {"cpu": CPU_ALLOCATOR_SLACK, "cuda": 0.10, "mps": 0.10}
-EFFICIENCY = {"cpu": 0.45, "cuda": 0.35, "mps": 0.30}
-"""Share of the measured matmul rate a whole training step achieves (norms, attention, LoRA's thin
-matmuls and the optimizer run slower than one large matmul)."""
+EFFICIENCY = {("cpu", 4): 0.68, ("cpu", 2): 0.39, ("cuda", 4): 0.35, ("cuda", 2): 0.35, ("mps", 4): 0.30, ("mps", 2): 0.30}
+"""Share of the measured matmul rate a whole training step achieves, by device and dtype size (norms,
+attention, LoRA's thin float32 matmuls and dtype casts run slower than one large matmul; on the CPU
+bfloat16 steps gain far less than bfloat16 matmuls do). CPU figures fitted to the demo model's
+measured steps (``benchmarks/estimate_accuracy.py`` on an idle machine)."""
+OP_OVERHEAD_S = {"cpu": 0.0016, "cuda": 0.0005, "mps": 0.002}
+"""Seconds per decoder layer per micro-batch besides its FLOPs: dispatch of some 150 small ops."""
 STEP_OVERHEAD_S = {"cpu": 0.03, "cuda": 0.01, "mps": 0.02}
-"""Seconds per optimizer step besides the FLOPs: Python dispatch, clipping, the optimizer, metrics."""
+"""Seconds per optimizer step besides the micro-batches: clipping, the optimizer, metrics."""
 LONG_RUN_S = 24 * 3600
 PROBE_STEPS = 4  # one warm-up step, then three timed steps
 
@@ -114,18 +121,24 @@ def _shape(job: TrainingJob, dtype: torch.dtype, batch: int, width: int, checkpo
 
 
 def _memory(facts: em.ModelFacts, shape: em.StepShape, kind: str) -> MemoryBreakdown:
-    s = em._dtype_bytes(shape.dtype)
-    lora_bytes = 4 if shape.dtype in (torch.bfloat16, torch.float16) else s
-    params = facts.trainable_parameters * lora_bytes
+    params = facts.trainable_parameters * em.dtype_bytes(em.lora_dtype(shape.dtype))
     return MemoryBreakdown(
-        weights=facts.base_parameters * s,
+        weights=facts.base_parameters * em.dtype_bytes(shape.dtype),
         lora_parameters=params,
         gradients=params,
         optimizer_state=em.optimizer_states(shape) * params,
-        activations=int(em.activation_bytes(facts, shape) * (1 + ALLOCATOR_SLACK[kind])),
+        activations=_activations(facts, shape, kind),
         loss_logits=em.loss_bytes(facts, shape),
         overhead=DEVICE_OVERHEAD[kind],
     )
+
+
+def _activations(facts: em.ModelFacts, shape: em.StepShape, kind: str) -> int:
+    live = em.activation_bytes(facts, shape) * (1 + ALLOCATOR_SLACK[kind])
+    if kind == "cpu" and shape.checkpointing:
+        full = em.activation_bytes(facts, dataclasses.replace(shape, checkpointing=False))
+        live = max(live, CPU_CHECKPOINT_RETAINED * full)
+    return int(live)
 
 
 def _fits(total: int, available: int | None) -> bool:
@@ -153,9 +166,9 @@ def _available(device: torch.device) -> int | None:
 # --- time --------------------------------------------------------------------------------------
 
 def _flops_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, tokens: int) -> float:
-    m = max(64, min(tokens, 512))
+    m = max(64, min(tokens, 512 if device.type == "cpu" else 8192))  # a GPU needs large products to be busy
     rate = em.matmul_flops_per_second(str(device), dtype, m, min(facts.hidden_size, 2048), min(facts.intermediate_size, 4096))
-    return rate * EFFICIENCY[device.type]
+    return rate * EFFICIENCY.get((device.type, em.dtype_bytes(dtype)), 0.3)
 
 
 def _eval_count(job: TrainingJob, data: DataFacts) -> int:
@@ -167,8 +180,7 @@ def _eval_count(job: TrainingJob, data: DataFacts) -> int:
 
 
 def _disk(job: TrainingJob, facts: em.ModelFacts, dtype: torch.dtype, data: DataFacts) -> int:
-    lora_bytes = 4 if dtype in (torch.bfloat16, torch.float16) else em._dtype_bytes(dtype)
-    adapter = facts.trainable_parameters * lora_bytes
+    adapter = facts.trainable_parameters * em.dtype_bytes(em.lora_dtype(dtype))
     shape = _shape(job, dtype, 1, 8)
     checkpoint = adapter + em.optimizer_states(shape) * adapter + 300 * data.total_steps + 64 * 1024
     kept = job.training.max_checkpoints + (1 if data.val_tokens else 0)
@@ -190,11 +202,8 @@ def on_event(e):
     if isinstance(e, Progress) or (isinstance(e, StateChanged) and e.new is TrainingState.TRAINING and not stamps):
         stamps.append(time.perf_counter())
 result = Trainer().run(job, None, on_event)
-try:
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) - base
-except ImportError:
-    peak = getattr(psutil.Process().memory_info(), "peak_wset", base) - base
+from senior_intern.hardware.monitor import peak_rss_bytes
+peak = peak_rss_bytes() - base
 if job.training.device != "cpu" and torch.cuda.is_available() and torch.cuda.max_memory_reserved():
     peak = torch.cuda.max_memory_reserved()
 print(json.dumps({"error": result.error_message, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])],
@@ -252,15 +261,18 @@ def estimate(job: TrainingJob, *, probe: bool = False) -> TrainingEstimate:
 
     timing = _shape(job, dtype, batch, max(8, round(data.tokens_per_batch / batch)))
     micro_flops = em.step_flops(facts, timing, data.trained_fraction)
+    micro_overhead = OP_OVERHEAD_S[kind] * facts.num_layers * (2 if t.gradient_checkpointing else 1)
     measured_peak = None
     if probe:
         seconds_per_step, measured_peak = _probe(job)
-        rate = micro_flops * t.gradient_accumulation_steps / max(seconds_per_step - STEP_OVERHEAD_S[kind], 1e-6)
+        compute = seconds_per_step - STEP_OVERHEAD_S[kind] - t.gradient_accumulation_steps * micro_overhead
+        rate = micro_flops * t.gradient_accumulation_steps / max(compute, 0.05 * seconds_per_step)
     else:
         rate = _flops_rate(facts, device, dtype, timing.tokens)
-        seconds_per_step = t.gradient_accumulation_steps * micro_flops / rate + STEP_OVERHEAD_S[kind]
+        seconds_per_step = t.gradient_accumulation_steps * (micro_flops / rate + micro_overhead) + STEP_OVERHEAD_S[kind]
     eval_flops = data.val_tokens * em.eval_flops_per_token(facts, timing.seq_len, t.packing, data.trained_fraction)
-    duration = data.total_steps * seconds_per_step + _eval_count(job, data) * eval_flops / rate
+    eval_seconds = eval_flops / rate + data.val_batches * micro_overhead / 2  # forward only
+    duration = data.total_steps * seconds_per_step + _eval_count(job, data) * eval_seconds
 
     rec_device, rec_batch = (str(device), fit_batch) if fit_batch else _other_device(job, facts, data, device)
     warnings = _warnings(job, facts, data, dtype, memory.total, available, fits, fit_batch, duration, str(device), rec_device)

@@ -30,7 +30,8 @@ class DataFacts:
     width: int  # padded width of the widest batch
     tokens_per_batch: float  # padded positions per micro-batch, averaged over an epoch
     trained_fraction: float
-    val_tokens: int
+    val_tokens: int  # padded positions of one evaluation pass
+    val_batches: int
     truncated: int
 
 
@@ -103,10 +104,8 @@ def data_facts(job: TrainingJob) -> DataFacts:
     batches = _batches(loader)
     total_tokens = sum(len(s) for s in data.train)
     trained = sum(s.n_trained for s in data.train)
-    val_tokens = 0
-    if data.validation:
-        val_tokens = sum(b * w for b, w in _batches(BatchLoader(data.validation, t.batch_size, shuffle=False, **common)))
+    val = _batches(BatchLoader(data.validation, t.batch_size, shuffle=False, **common)) if data.validation else []
     truncated = data.dataset.truncated + (data.validation_dataset.truncated if data.validation_dataset else 0)
     return DataFacts(steps_per_epoch, total, len(loader.rows), max(w for _, w in batches),
                      sum(b * w for b, w in batches) / len(batches), trained / total_tokens if total_tokens else 0.0,
-                     val_tokens, truncated)
+                     sum(b * w for b, w in val), len(val), truncated)

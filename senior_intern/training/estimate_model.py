@@ -81,8 +81,14 @@ class ModelFacts:
         return sum(self.rank * (m.in_features + m.out_features) for m in self.lora_modules if not m.embedding)
 
 
-def _dtype_bytes(dtype: torch.dtype) -> int:
+def dtype_bytes(dtype: torch.dtype) -> int:
+    """Bytes per element of ``dtype``."""
     return torch.empty((), dtype=dtype).element_size()
+
+
+def lora_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the LoRA factors under a base in ``dtype``: float32 under bfloat16/float16 (as a run keeps them)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +103,7 @@ def _lora_key(cfg: LoraConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _facts(folder: str, lora_key: tuple, lora_dtype: torch.dtype) -> ModelFacts:
+def _facts(folder: str, lora_key: tuple, factor_dtype: torch.dtype) -> ModelFacts:
     from transformers import AutoModelForCausalLM
 
     from senior_intern.lora import LoraLayer, LoraModel
@@ -113,7 +119,7 @@ def _facts(folder: str, lora_key: tuple, lora_dtype: torch.dtype) -> ModelFacts:
     head_fused = type(out_embeddings) is nn.Linear and not cfg.apply_to_lm_head
     linear_macs = sum(m.in_features * m.out_features for m in model.modules()
                       if isinstance(m, nn.Linear) and m is not out_embeddings)
-    lora = LoraModel(model, cfg, dtype=lora_dtype)
+    lora = LoraModel(model, cfg, dtype=factor_dtype)
     modules = tuple(
         LoraModule(name, layer.in_features, layer.out_features, layer.trainable_parameter_count,
                    embedding=not isinstance(layer, LoraLayer))
@@ -155,8 +161,7 @@ def model_folder(path: str | Path) -> Path:
 def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
     """Shapes and exact trainable-parameter count of ``job``'s model wrapped with ``job.lora``,
     built on the meta device (a few milliseconds once the config is cached)."""
-    lora_dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
-    return _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype)
+    return _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
 
 
 @functools.lru_cache(maxsize=8)
@@ -218,7 +223,7 @@ def _lora_input_bytes(facts: ModelFacts, shape: StepShape, s: int, a: int) -> in
 
 def layer_activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
     """Bytes per token one decoder layer keeps for backward, LoRA branches excluded."""
-    s = _dtype_bytes(shape.dtype)
+    s = dtype_bytes(shape.dtype)
     q = facts.num_heads * facts.head_dim
     kv = q if shape.has_mask else facts.num_kv_heads * facts.head_dim
     norms = 2 * (4 * facts.hidden_size + 4)
@@ -229,13 +234,12 @@ def layer_activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
 
 def activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
     """Bytes of activations alive at the end of the forward pass (before the loss's logits)."""
-    s = _dtype_bytes(shape.dtype)
-    a = 4 if shape.dtype in (torch.bfloat16, torch.float16) else s
+    s, a = dtype_bytes(shape.dtype), dtype_bytes(lora_dtype(shape.dtype))
     n, L = shape.tokens, facts.num_layers
     lora = _lora_input_bytes(facts, shape, s, a)
     layer = layer_activation_bytes(facts, shape) + lora / max(L, 1)
     if shape.checkpointing:
-        kept = L * facts.hidden_size * s + 2 * layer  # layer inputs, one layer recomputed + its gradients
+        kept = L * facts.hidden_size * s + 2 * layer  # layer inputs; one layer recomputed, and its gradients
     else:
         kept = L * layer
     rotary = 2 * facts.head_dim * s
@@ -251,7 +255,7 @@ def loss_bytes(facts: ModelFacts, shape: StepShape) -> int:
     logits = rows * facts.vocab_size * 4
     if not facts.head_fused:
         return 3 * logits
-    s = _dtype_bytes(shape.dtype)
+    s = dtype_bytes(shape.dtype)
     return logits + (rows * facts.vocab_size * s if s != 4 else 0)
 
 
@@ -266,11 +270,15 @@ def optimizer_states(shape: StepShape) -> int:
 
 # --- compute -----------------------------------------------------------------------------------
 
+def _attention_flops(facts: ModelFacts, seq_len: int, packing: bool) -> float:
+    """Forward FLOPs per token of the score and value products (QK^T and PV) over all layers."""
+    attended = seq_len if packing else seq_len / 2  # a mask computes every block; causal skips half
+    return 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
+
+
 def forward_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool) -> float:
     """Forward FLOPs per token of the decoder (frozen linears, LoRA factors, attention scores)."""
-    attended = seq_len if packing else seq_len / 2  # a mask computes every block; causal skips half
-    attention = 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
-    return 2 * facts.linear_macs + 2 * facts.lora_macs + attention
+    return 2 * facts.linear_macs + 2 * facts.lora_macs + _attention_flops(facts, seq_len, packing)
 
 
 def step_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float) -> float:
@@ -278,15 +286,14 @@ def step_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float) -> 
 
     Backward through a frozen linear computes only the input gradient (as much as its forward);
     LoRA factors get input and weight gradients (twice their forward); attention's backward
-    costs about twice its forward. The head projects only trained positions: logits and their
-    input gradient in the fused loss (4 H V per trained token).
+    costs about twice its forward; checkpointing runs the forward twice. The head projects only
+    trained positions: logits and their input gradient in the fused loss (4 H V per trained
+    token), or logits, their recomputation and the input gradient for a LoRA-wrapped head (6 H V).
     """
     fwd = forward_flops_per_token(facts, shape.seq_len, shape.packing)
-    attended = shape.seq_len if shape.packing else shape.seq_len / 2
-    attention = 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
-    bwd = 2 * facts.linear_macs + 4 * facts.lora_macs + 2 * attention
+    bwd = 2 * facts.linear_macs + 4 * facts.lora_macs + 2 * _attention_flops(facts, shape.seq_len, shape.packing)
     per_token = fwd * (2 if shape.checkpointing else 1) + bwd
-    head = (4 if facts.head_fused else 8) * facts.hidden_size * facts.vocab_size
+    head = (4 if facts.head_fused else 6) * facts.hidden_size * facts.vocab_size
     return shape.tokens * (per_token + trained_fraction * head)
 
 
@@ -297,20 +304,28 @@ def eval_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool, trained
 
 @functools.lru_cache(maxsize=16)
 def matmul_flops_per_second(device: str, dtype: torch.dtype, m: int, k: int, n: int) -> float:
-    """Achieved FLOP/s of an ``[m, k] @ [k, n]`` matmul in ``dtype`` on ``device``: best of three
-    after a warm-up, measured once per process (tens of milliseconds)."""
+    """Achieved FLOP/s of an ``[m, k] @ [k, n]`` matmul in ``dtype`` on ``device``, measured once
+    per process: after 50 ms of warm-up (thread pools, clocks), the best of five timings of
+    several products each (about 0.2 s in all)."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (torch.mps.synchronize if dev.type == "mps" else (lambda: None))
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         a = torch.randn(m, k, generator=gen).to(device=dev, dtype=dtype)
         b = torch.randn(k, n, generator=gen).to(device=dev, dtype=dtype)
-        torch.matmul(a, b)
+        out = torch.matmul(a, b)
         sync()
-        best = math.inf
-        for _ in range(3):
+        reps, warm_until = 1, time.perf_counter() + 0.05
+        while time.perf_counter() < warm_until:
             start = time.perf_counter()
-            torch.matmul(a, b)
+            torch.matmul(a, b, out=out)
             sync()
-            best = min(best, time.perf_counter() - start)
+            reps = max(reps, int(0.02 / max(time.perf_counter() - start, 1e-6)))
+        best = math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(reps):
+                torch.matmul(a, b, out=out)
+            sync()
+            best = min(best, (time.perf_counter() - start) / reps)
     return 2.0 * m * k * n / max(best, 1e-9)

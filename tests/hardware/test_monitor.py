@@ -234,3 +234,22 @@ def test_mps_figures_from_torch(no_pynvml, monkeypatch):
     assert (sample.torch_allocated, sample.torch_reserved) == (3 * GIB, 4 * GIB)
     (gpu,) = sample.gpus
     assert (gpu.memory_used, gpu.memory_total) == (4 * GIB, 20 * GIB)
+
+
+def test_peak_rss_is_this_process_own_not_the_parent_it_was_started_from():
+    from senior_intern.hardware.monitor import peak_rss_bytes
+
+    # The parent grows by 600 MiB first; getrusage's ru_maxrss in the child would report that.
+    code = (
+        "import subprocess, sys\n"
+        "big = bytearray(600 * 2**20)\n"
+        "for i in range(0, len(big), 4096): big[i] = 1\n"
+        "del big\n"
+        "child = 'from senior_intern.hardware.monitor import peak_rss_bytes; "
+        "b = bytearray(200 * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1\\nprint(peak_rss_bytes())'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child_peak = int(out.stdout.split()[0])
+    assert 200 * 2**20 <= child_peak < 450 * 2**20
+    assert peak_rss_bytes() >= psutil.Process().memory_info().rss * 0.99

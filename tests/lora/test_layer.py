@@ -48,6 +48,32 @@ def test_forward_is_base_plus_scaled_low_rank_update():
     assert_close(layer(x[0, 0]), expected[0, 0])  # a single vector works too
 
 
+@pytest.mark.parametrize("lora_bias", [False, True])
+def test_no_grad_forward_on_many_rows_is_the_same_update_and_leaves_the_layer_unmerged(lora_bias):
+    torch.manual_seed(0)
+    base = nn.Linear(16, 12, bias=not lora_bias)
+    mode = LoraBias.LORA_ONLY if lora_bias else LoraBias.NONE
+    layer = LoraLayer(base, LoraConfig(rank=4, alpha=8.0, dropout=0.0, bias=mode), name="blk.proj")
+    a, b = set_ab(layer)
+    if lora_bias:
+        with torch.no_grad():
+            layer.lora_B.bias.normal_()
+    layer.eval()
+    w0 = base.weight.detach().clone()
+    b0 = base.bias.detach().clone() if base.bias is not None else 0.0
+    b_lora = layer.lora_B.bias.detach().clone() if lora_bias else 0.0
+    for rows in (1, 40):  # one row: the factored update; 40 rows: W + s B A formed for the call
+        x = torch.randn(rows, 16, dtype=torch.float64).float()
+        expected = x @ w0.T + b0 + 2.0 * (x @ a.T @ b.T + b_lora)
+        with torch.no_grad():
+            assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)  # with grad: the autograd path
+    assert not layer.merged and torch.equal(base.weight, w0)
+    layer.disable()
+    with torch.no_grad():
+        assert_close(layer(x), x @ w0.T + (base.bias if base.bias is not None else 0.0))
+
+
 def test_merge_matches_unmerged_and_unmerge_restores_the_base():
     base, layer = make_layer()
     a, b = set_ab(layer)
