@@ -272,7 +272,7 @@ def optimizer_states(shape: StepShape) -> int:
 
 def _attention_flops(facts: ModelFacts, seq_len: int, packing: bool) -> float:
     """Forward FLOPs per token of the score and value products (QK^T and PV) over all layers."""
-    attended = seq_len if packing else seq_len / 2  # a mask computes every block; causal skips half
+    attended = seq_len if packing else seq_len / 2  # packed rows counted whole (conservative); causal skips half
     return 4 * attended * facts.num_heads * facts.head_dim * facts.num_layers
 
 

@@ -7,7 +7,8 @@ without a separable decoder/head fall back to the plain logits path.
 ``CausalLMForward`` also routes the model's gated MLPs through one autograd function
 (``lora.fused_mlp``: same mathematics, less activation memory), and ``training_inputs`` gives
 the model the cheapest attention mask that means the same thing: none at all (pure causal
-attention, the fast kernel path) for packed rows that each hold one sample without padding.
+attention, the fast kernel path) for packed rows that each hold one sample without padding,
+and per-sample causal attention (``attention``) for rows that hold several.
 """
 
 from __future__ import annotations
@@ -20,22 +21,28 @@ from torch import nn
 
 from senior_intern.data import Batch, model_inputs
 from senior_intern.lora.fused_mlp import fuse_mlps
+from senior_intern.training.attention import enable_segment_attention, segment_lengths
 from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
 
 
 def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+                    device: torch.device | str = "cpu", segments: bool = False) -> dict[str, Any]:
     """Model keyword arguments for ``batch`` on ``device`` (``model_inputs``), without a mask where none is needed.
 
     A packed batch whose every row is a single sample filling the whole row (segment 0
     everywhere, no padding) attends exactly causally, so it gets no ``attention_mask``: the
-    model then uses causal attention instead of a [B, 1, T, T] additive mask. Other batches get
+    model then uses causal attention instead of a [B, 1, T, T] additive mask. With ``segments``
+    (the model runs ``attention.SEGMENT_ATTENTION``) other packed batches get their rows' sample
+    lengths (``segment_lengths``) instead of the mask. Other batches get
     ``model_inputs(batch.to(device), dtype)``. ``batch`` must still be on the CPU.
     """
-    segments = batch.segment_ids
-    if segments is not None and not bool(segments.any()):
-        return {"input_ids": batch.input_ids.to(device, non_blocking=True),
-                "position_ids": batch.position_ids.to(device, non_blocking=True)}
+    ids = batch.segment_ids
+    if ids is not None and (segments or not bool(ids.any())):
+        inputs: dict[str, Any] = {"input_ids": batch.input_ids.to(device, non_blocking=True),
+                                  "position_ids": batch.position_ids.to(device, non_blocking=True)}
+        if bool(ids.any()):
+            inputs["segment_lengths"] = segment_lengths(ids)
+        return inputs
     return model_inputs(batch.to(device), dtype)
 
 
@@ -65,13 +72,17 @@ class CausalLMForward:
     """Runs a (LoRA-wrapped) Hugging Face causal LM and returns ``LossParts`` for a batch.
 
     ``fuse_mlp``: route gated SiLU MLPs through ``lora.fused_mlp.SwiGluFunction`` (exact; less
-    memory); ``fused_mlps`` lists the modules that were.
+    memory); ``fused_mlps`` lists the modules that were. ``segment_attention``: switch an
+    ``sdpa`` model to per-sample attention for packed rows (``attention``); ``segments`` says
+    whether it was, and is what ``training_inputs`` needs to know.
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int = 1024, fuse_mlp: bool = True) -> None:
+    def __init__(self, model: nn.Module, chunk_size: int = 1024, fuse_mlp: bool = True,
+                 segment_attention: bool = True) -> None:
         self.model = model
         self.chunk_size = chunk_size
         self.fused_mlps = fuse_mlps(model) if fuse_mlp else []
+        self.segments = enable_segment_attention(model) if segment_attention else False
         get_decoder = getattr(model, "get_decoder", None)
         get_head = getattr(model, "get_output_embeddings", None)
         self.decoder = get_decoder() if callable(get_decoder) else None

@@ -235,7 +235,7 @@ class Session:
         for batch in group:
             self.check_control()
             # Labels stay on the CPU: the loss selects trained positions without a device sync.
-            parts = self.forward(training_inputs(batch, self.dtype, self.device), batch.labels)
+            parts = self.forward(training_inputs(batch, self.dtype, self.device, self.forward.segments), batch.labels)
             (parts.loss_sum / normaliser).backward()
             loss_sum += parts.loss_sum.detach().float()
             correct += parts.n_correct
@@ -323,7 +323,7 @@ class Session:
             with torch.no_grad():
                 for batch in self.val_loader:
                     self.check_control()
-                    parts = self.forward(training_inputs(batch, self.dtype, self.device), batch.labels)
+                    parts = self.forward(training_inputs(batch, self.dtype, self.device, self.forward.segments), batch.labels)
                     loss_sum += parts.loss_sum.item()
                     correct += int(parts.n_correct.item())
                     n += parts.n_valid
