@@ -24,6 +24,7 @@ keeps only its input, and one layer's activations come back during backward.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -195,8 +196,9 @@ class StepShape:
 
     @property
     def has_mask(self) -> bool:
-        """Whether attention gets an explicit mask (packing, or padding in a batch of several rows)."""
-        return self.packing or self.batch_size > 1
+        """Whether attention gets an explicit mask: padding in an unpacked batch of several rows.
+        Packed rows attend per sample without one (``training.attention``)."""
+        return not self.packing and self.batch_size > 1
 
 
 def _lora_input_bytes(facts: ModelFacts, shape: StepShape, s: int, a: int) -> int:
@@ -244,7 +246,7 @@ def activation_bytes(facts: ModelFacts, shape: StepShape) -> int:
         kept = L * layer
     rotary = 2 * facts.head_dim * s
     final = 4 * facts.hidden_size + s * facts.hidden_size  # final norm input, loss gradient rows
-    mask = shape.batch_size * shape.seq_len * shape.seq_len * (s if shape.packing else 1) if shape.has_mask else 0
+    mask = shape.batch_size * shape.seq_len * shape.seq_len if shape.has_mask else 0  # boolean
     return int(n * (kept + rotary + final) + mask)
 
 
@@ -302,11 +304,50 @@ def eval_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool, trained
     return forward_flops_per_token(facts, seq_len, packing) + trained_fraction * 2 * facts.hidden_size * facts.vocab_size
 
 
+RATES_FILE = "matmul_rates.json"
+"""Best matmul rates measured on this machine, in the user cache folder (setting -> FLOP/s)."""
+
+
+def _rate_key(device: str, dtype: torch.dtype, m: int, k: int, n: int) -> str:
+    from senior_intern.hardware.detect import detect_cpu
+
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else detect_cpu().model_name
+    return f"{device}|{name}|{torch.get_num_threads()} threads|torch {torch.__version__}|{dtype}|{m}x{k}x{n}"
+
+
 @functools.lru_cache(maxsize=16)
 def matmul_flops_per_second(device: str, dtype: torch.dtype, m: int, k: int, n: int) -> float:
-    """Achieved FLOP/s of an ``[m, k] @ [k, n]`` matmul in ``dtype`` on ``device``, measured once
-    per process: after 50 ms of warm-up (thread pools, clocks), the best of five timings of
-    several products each (about 0.2 s in all)."""
+    """Achieved FLOP/s of an ``[m, k] @ [k, n]`` matmul in ``dtype`` on ``device``: the best this
+    machine has shown. Measured once per process (``measure_matmul``) and kept in
+    ``RATES_FILE`` under the cache folder if higher than before: other work on a shared machine
+    only ever lowers a reading, so the best one is the machine's own speed."""
+    import json
+
+    from senior_intern.paths import cache_dir
+
+    measured = measure_matmul(device, dtype, m, k, n)
+    path = cache_dir() / RATES_FILE
+    key = _rate_key(device, dtype, m, k, n)
+    try:
+        rates = json.loads(path.read_text(encoding="utf-8"))
+        rates = rates if isinstance(rates, dict) else {}
+    except (OSError, ValueError):
+        rates = {}
+    best = rates.get(key)
+    if isinstance(best, (int, float)) and best >= measured:
+        return float(best)
+    rates[key] = measured
+    with contextlib.suppress(OSError):  # a read-only cache folder: the measurement still serves this process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rates, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+    return measured
+
+
+def measure_matmul(device: str, dtype: torch.dtype, m: int, k: int, n: int) -> float:
+    """One measurement of the FLOP/s of an ``[m, k] @ [k, n]`` matmul: after 50 ms of warm-up
+    (thread pools, clocks), the best of nine timings of several products each (about 0.25 s)."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (torch.mps.synchronize if dev.type == "mps" else (lambda: None))
     gen = torch.Generator().manual_seed(0)
@@ -322,7 +363,7 @@ def matmul_flops_per_second(device: str, dtype: torch.dtype, m: int, k: int, n: 
             sync()
             reps = max(reps, int(0.02 / max(time.perf_counter() - start, 1e-6)))
         best = math.inf
-        for _ in range(5):
+        for _ in range(9):
             start = time.perf_counter()
             for _ in range(reps):
                 torch.matmul(a, b, out=out)

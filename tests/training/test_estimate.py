@@ -165,14 +165,19 @@ def test_an_enormous_batch_is_flagged_with_a_batch_size_that_fits(demo_model: Pa
     assert estimate(smaller).fits
 
 
-def test_a_sequence_too_long_for_any_batch_asks_for_a_shorter_one(tiny_job: TrainingJob, tmp_path: Path) -> None:
-    # One packed row of 2^18 tokens: its block-diagonal mask alone is 2^36 float32 values (256 GB).
+def test_a_sequence_too_long_for_any_batch_asks_for_a_shorter_one(tiny_job: TrainingJob, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # One row of 2^18 tokens on a machine with 256 MiB free: more than that even at batch 1.
+    import senior_intern.training.estimate as estimate_module
+
+    monkeypatch.setattr(estimate_module, "_available", lambda device: 256 * 2**20)
     data = _text_corpus(tmp_path / "long.txt", 400_000)
     tiny_job.dataset_path, tiny_job.validation_split = str(data), 0.0
     t = tiny_job.training
     t.max_seq_length, t.packing, t.batch_size = 2**18, True, 1
     tiny_job.data.window_overlap = 0
     est = estimate(tiny_job)
+    assert est.peak_memory > 256 * 2**20 and est.available_memory == 256 * 2**20
     assert not est.fits and est.recommended_batch_size == 0
     assert any("even at batch_size 1" in w and "max_seq_length to" in w for w in est.warnings), est.warnings
     assert any("context length" in w for w in est.warnings)
@@ -223,3 +228,25 @@ def test_missing_paths_name_the_setting(tiny_job: TrainingJob, tmp_path: Path) -
     tiny_job.base_model_path = ""
     with pytest.raises(FileNotFoundError, match="base_model_path"):
         estimate(tiny_job)
+
+
+def test_matmul_rate_is_the_best_this_machine_has_shown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    from senior_intern.training import estimate_model as em
+
+    monkeypatch.setenv("SENIOR_INTERN_HOME", str(tmp_path))
+    readings = iter([100e9, 60e9, 150e9])  # a quiet machine, a busy one, a quieter one
+    monkeypatch.setattr(em, "measure_matmul", lambda *args: next(readings))
+    rates = []
+    for _ in range(3):
+        em.matmul_flops_per_second.cache_clear()  # each call stands for a new process
+        rates.append(em.matmul_flops_per_second("cpu", torch.float32, 64, 32, 32))
+    em.matmul_flops_per_second.cache_clear()
+    assert rates == [100e9, 100e9, 150e9]
+    stored = json.loads((tmp_path / "cache" / em.RATES_FILE).read_text())
+    assert list(stored.values()) == [150e9] and "float32" in next(iter(stored))
+    (tmp_path / "cache" / em.RATES_FILE).write_text("not json")  # a damaged file is measured over
+    monkeypatch.setattr(em, "measure_matmul", lambda *args: 70e9)
+    assert em.matmul_flops_per_second("cpu", torch.float32, 64, 32, 32) == 70e9
+    em.matmul_flops_per_second.cache_clear()
