@@ -38,7 +38,8 @@ SAFETY_MARGIN = 0.10
 """Share of free memory kept in reserve: a job fits when its peak is at most 90% of the free memory."""
 ALLOCATOR_SLACK = {"cpu": 0.20, "cuda": 0.10, "mps": 0.10}
 """Memory the allocator holds beyond the live activations, as a share of them. CPU (glibc): freed
-chunks stay in the heap; measured on the demo model between 0.0 (idle machine) and 0.7 (busy one)."""
+chunks stay in the heap; 0.2 keeps the demo model's float32 estimates at most about 11% above the
+measured peaks (``benchmarks/estimate_accuracy.py``; peaks read with ``peak_rss_bytes``)."""
 CPU_CHECKPOINT_RETAINED = 0.65
 """With gradient checkpointing on the CPU, glibc keeps the recomputed layers' freed buffers: the
 resident growth measured 0.61-0.76 times the activations of the same run without checkpointing."""
