@@ -182,6 +182,16 @@ def emit_result(result: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def finish(result: dict[str, Any], child: bool, summary: str) -> int:
+    """End a benchmark script's ``main``: the tagged JSON line for a parent (``child``), else the
+    human ``summary``. Returns the exit status 0."""
+    if child:
+        emit_result(result)
+    else:
+        print(summary)
+    return 0
+
+
 def run_child(script: Path, args: list[str], timeout: float = 1200.0) -> dict[str, Any]:
     """Run ``python script args...`` in a fresh interpreter and return its tagged JSON result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -62,12 +62,9 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help="print the result as one tagged JSON line")
     args = parser.parse_args()
     result = measure(args.batch, args.seq, args.repeats)
-    if args.child:
-        common.emit_result(result)
-    else:
-        print(f"base {result['base_ms']:.0f} ms, LoRA {result['lora_ms']:.0f} ms: overhead {100 * result['overhead']:.1f}% "
-              f"(target < 10%; batch {args.batch} x {args.seq}, {result['threads']} threads, load {result['load']})")
-    return 0
+    return common.finish(result, args.child,
+                         f"base {result['base_ms']:.0f} ms, LoRA {result['lora_ms']:.0f} ms: overhead {100 * result['overhead']:.1f}% "
+                         f"(target < 10%; batch {args.batch} x {args.seq}, {result['threads']} threads, load {result['load']})")
 
 
 if __name__ == "__main__":

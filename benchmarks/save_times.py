@@ -71,12 +71,9 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help="print the result as one tagged JSON line")
     args = parser.parse_args()
     result = measure(args.repeats, args.history)
-    if args.child:
-        common.emit_result(result)
-    else:
-        print(f"checkpoint save {result['checkpoint_s']:.3f} s ({result['checkpoint_mb']:.1f} MB; target < 1 s), "
-              f"adapter save {result['adapter_s']:.3f} s ({result['adapter_mb']:.1f} MB; target < 0.5 s); load {result['load']}")
-    return 0
+    return common.finish(result, args.child,
+                         f"checkpoint save {result['checkpoint_s']:.3f} s ({result['checkpoint_mb']:.1f} MB; target < 1 s), "
+                         f"adapter save {result['adapter_s']:.3f} s ({result['adapter_mb']:.1f} MB; target < 0.5 s); load {result['load']}")
 
 
 if __name__ == "__main__":
