@@ -110,14 +110,15 @@ class LoraLayer(LoraBase):
         spec = self.lora_spec(x.shape, x.device)
         a, b = self.lora_A.weight, self.lora_B.weight
         base = self.base_layer
-        if spec.drop is None and self._merge_on_the_fly(x):
+        fused = self.fused_ok(x)
+        if fused and spec.drop is None and self._merge_on_the_fly(x):
             # W + s B A costs r*in*out multiply-adds once; the factored update costs r*(in+out) per row.
             weight = torch.addmm(base.weight, b, a, alpha=self.scaling)
             bias = base.bias
             if self.lora_B.bias is not None:
                 bias = self.lora_B.bias * self.scaling if bias is None else bias + self.lora_B.bias * self.scaling
             return F.linear(x, weight, bias)
-        if self.fused_ok(x):
+        if fused:
             y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
             return y.view(*x.shape[:-1], self.out_features)
         result = base(x)
@@ -139,8 +140,9 @@ class LoraLayer(LoraBase):
     def _merge_on_the_fly(self, x: torch.Tensor) -> bool:
         """True for a no-grad call on enough rows that one GEMM with ``W + s B A`` is cheaper than
         the factored update (rows * (in + out) > in * out: prompt processing, evaluation; not
-        token-by-token decoding). Same mathematics, only float summation order differs."""
-        if torch.is_grad_enabled() or not self.fused_ok(x):
+        token-by-token decoding). Same mathematics, only float summation order differs. The
+        caller has checked ``fused_ok(x)``."""
+        if torch.is_grad_enabled():
             return False
         rows = x.numel() // self.in_features
         return rows * (self.in_features + self.out_features) > self.in_features * self.out_features

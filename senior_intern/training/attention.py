@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 SEGMENT_ATTENTION = "senior_intern_segments"
 """Name of the segment-aware attention in transformers' ``AttentionInterface``."""
@@ -46,8 +47,6 @@ def _segment_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
                        **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers attention function: per-segment causal attention when ``segment_lengths`` is
     given, ``sdpa`` otherwise. query [B, Hq, T, D], key/value [B, Hkv, T, D] -> ([B, T, Hq, D], None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     lengths = kwargs.pop("segment_lengths", None)
     usable = (
         lengths is not None and not dropout and query.shape[2] == key.shape[2]

@@ -37,10 +37,11 @@ def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
     ``model_inputs(batch.to(device), dtype)``. ``batch`` must still be on the CPU.
     """
     ids = batch.segment_ids
-    if ids is not None and (segments or not bool(ids.any())):
+    several = ids is not None and bool(ids.any())
+    if ids is not None and (segments or not several):
         inputs: dict[str, Any] = {"input_ids": batch.input_ids.to(device, non_blocking=True),
                                   "position_ids": batch.position_ids.to(device, non_blocking=True)}
-        if bool(ids.any()):
+        if several:
             inputs["segment_lengths"] = segment_lengths(ids)
         return inputs
     return model_inputs(batch.to(device), dtype)
