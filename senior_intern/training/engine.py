@@ -141,16 +141,21 @@ class Trainer:
                 final_val = s.evaluate()[0]
         self._set_state(TrainingState.SAVING, "Saving the adapter")
         history = s.tracker.history
-        record = save_adapter(
-            s.default_adapters_dir(),
-            lora=s.lora,
-            job=s.job,
-            model_info=s.model_info,
-            history=history,
-            final_validation_loss=final_val,
-            run_dir=s.run_dir,
-        )
-        s.log(f"Adapter saved: {record.path}")
+        record = None
+        if s.dp.enabled:  # data parallel: the same adapter on every rank, or the run fails
+            s.log(f"Adapter identical on all {s.dp.world_size} ranks (sha256 {s.dp.check_identical(s.lora.lora_state_dict())[:16]})")
+        if s.dp.is_main:  # rank 0 alone writes the adapter
+            record = save_adapter(
+                s.default_adapters_dir(),
+                lora=s.lora,
+                job=s.job,
+                model_info=s.model_info,
+                history=history,
+                final_validation_loss=final_val,
+                run_dir=s.run_dir,
+            )
+            s.log(f"Adapter saved: {record.path}")
+        s.dp.barrier()
         self._set_state(TrainingState.COMPLETED, "Training completed" if not early_stopped else "Stopped early: validation loss stopped improving")
         return self._result(s, s.job, status, started, t0, adapter=record, final_validation_loss=final_val)
 
