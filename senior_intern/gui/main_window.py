@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSize, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
+from senior_intern.gui import screen_fit
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -99,11 +100,8 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
 
-        geometry = self.settings.geometry()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 840)
+        screen_fit.place_window(self, self.settings.geometry())
+        self._placed = False
         self.train_page.set_job(initial_job(self.settings))
         self.sidebar.setCurrentRow(min(max(self.settings.current_page(), 0), len(PAGES) - 1))
         QTimer.singleShot(0, self._after_show)
@@ -282,6 +280,13 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About Senior Intern", f"<b>Senior Intern</b> {__version__}<br/>"
                           "Local LoRA fine-tuning on your own code and data.<br/>"
                           f"Settings: {self.settings.file_name}")
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """On the first show the frame (title bar, borders) is known: keep all of it on screen."""
+        super().showEvent(event)
+        if not self._placed:
+            self._placed = True
+            screen_fit.keep_on_screen(self)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Offer to cancel a run in progress (it saves a checkpoint); remember window and job."""

@@ -88,6 +88,8 @@ class RunPage(QWidget):
             grid.addWidget(value, (i // 4) * 2 + 1, i % 4)
         self.pause_button = QPushButton("Pause")
         self.cancel_button = QPushButton("Cancel")
+        self.pause_button.setObjectName("pauseButton")
+        self.cancel_button.setObjectName("cancelButton")
         self.resume_button = QPushButton("Resume from checkpoint…")
         for button in (self.pause_button, self.cancel_button):
             button.setEnabled(False)
