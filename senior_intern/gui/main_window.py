@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QMe
 from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
-from senior_intern.gui import screen_fit
+from senior_intern.gui import drops, screen_fit
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -265,13 +265,30 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Using " + "; ".join(used), 8000)
         return used
 
+    def _highlight_drop_zones(self, on: bool) -> None:
+        for picker in (self.train_page.model_picker, self.train_page.dataset_picker):
+            picker.set_highlight(on)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        """Accept local files and folders anywhere on the window."""
-        if local_paths(event.mimeData()):
+        """Accept usable local files and folders anywhere on the window and light up the drop
+        zones; refuse the others at once, saying why in the status bar."""
+        paths = local_paths(event.mimeData())
+        reasons = drops.refusals(paths)
+        if paths and not reasons:
             event.acceptProposedAction()
+            self._highlight_drop_zones(True)
+        else:
+            event.ignore()
+            if reasons:
+                self.statusBar().showMessage("Cannot use this drop: " + " ".join(reasons), 10000)
+
+    def dragLeaveEvent(self, event) -> None:
+        """The drag left the window: the drop zones go back to normal."""
+        self._highlight_drop_zones(False)
 
     def dropEvent(self, event: QDropEvent) -> None:
         """A dropped model, dataset or job file fills the Train page."""
+        self._highlight_drop_zones(False)
         if self.open_paths(local_paths(event.mimeData())):
             event.acceptProposedAction()
 

@@ -94,3 +94,32 @@ def test_the_preview_can_be_enlarged(window, qtbot, tmp_path):
     dialog = page.dataset_panel.enlarge_preview()
     qtbot.addWidget(dialog)
     assert dialog.width() >= 900 and "->" in dialog.findChild(type(page.dataset_panel.preview)).toPlainText()
+
+
+def _drag_enter(widget, path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDragEnterEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    widget.dragEnterEvent(event)
+    return event
+
+
+def test_binary_drops_are_refused_while_dragging_and_usable_ones_light_the_drop_zones(window, tmp_path):
+    page = window.train_page
+    png = tmp_path / "picture.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    event = _drag_enter(window, png)
+    assert not event.isAccepted()
+    assert "picture.png is a binary file" in window.statusBar().currentMessage()
+    assert not page.dataset_picker.property("dropTarget")
+    assert not _drag_enter(page.dataset_picker, png).isAccepted()
+    assert "binary file" in page.dataset_picker.message.text()
+    data = write_dataset(tmp_path / "ok.jsonl", n=4)
+    assert _drag_enter(window, data).isAccepted()
+    assert page.dataset_picker.property("dropTarget") and page.model_picker.property("dropTarget")
+    assert "dashed" in page.dataset_picker.styleSheet()
+    window.dragLeaveEvent(None)
+    assert not page.dataset_picker.property("dropTarget") and page.dataset_picker.styleSheet() == ""
