@@ -30,6 +30,7 @@ from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
+from senior_intern.training.runlock import RunLock
 
 
 class RunStopped(Exception):
@@ -90,6 +91,7 @@ class Session:
         self._start_step = 0
         self.group_start: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.last_validation: tuple[float, float] | None = None
+        self.run_lock: RunLock | None = None  # held for the whole run; the Trainer releases it
 
     def set_state(self, new: TrainingState, message: str = "") -> None:
         """Move to ``new`` (the Trainer emits the StateChanged event)."""
@@ -155,6 +157,7 @@ class Session:
         else:
             self.run_dir = unique_run_dir(job)
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_lock = RunLock.acquire(self.run_dir)
             job.save(self.run_dir / "job.toml")
             (self.run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
             self.train_loader.set_epoch(0)
