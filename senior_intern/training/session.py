@@ -32,6 +32,7 @@ from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
+from senior_intern.training.runlock import RunLock
 
 
 class RunStopped(Exception):
@@ -92,6 +93,7 @@ class Session:
         self._start_step = 0
         self.group_start: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.last_validation: tuple[float, float] | None = None
+        self.run_lock: RunLock | None = None  # held for the whole run; the Trainer releases it
         self.dp = distributed.DataParallel()  # data parallel hooks; pass-throughs in one process
 
     def set_state(self, new: TrainingState, message: str = "") -> None:
@@ -164,8 +166,9 @@ class Session:
             self._restore(resume_from)
         else:
             self.run_dir = self.dp.broadcast(unique_run_dir(job) if self.dp.is_main else None)
-            if self.dp.is_main:  # rank 0 alone writes
+            if self.dp.is_main:  # rank 0 alone writes, and holds the run's lock
                 self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.run_lock = RunLock.acquire(self.run_dir)
                 job.save(self.run_dir / "job.toml")
                 (self.run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
             self.dp.barrier()
