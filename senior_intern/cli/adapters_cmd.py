@@ -98,7 +98,7 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
     lib = _library(args)
     info = lib.get(args.id)
     out = args.output or Path(f"{info.id}.gguf")
-    export_gguf(info.path, _base_for(lib, args.id, args.base), out, dtype=args.dtype)
+    export_gguf(info.path, _base_for(lib, args.id, args.base), out, dtype=args.dtype, overwrite=args.force)
     print(f"Wrote {out}\nUse it with llama.cpp: llama-cli -m <base>.gguf --lora {out}")
     return 0
 
@@ -154,6 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--base", type=Path, help="base model (.gguf or HF folder); default: the one it was trained on")
     c.add_argument("-o", "--output", type=Path)
     c.add_argument("--dtype", choices=["f32", "f16", "bf16", "q8_0"], default="f16")
+    c.add_argument("--force", action="store_true", help="replace an existing output file (never the base model)")
     c.set_defaults(func=cmd_export_gguf)
     c = s.add_parser("merge", help="merge into the base and save a Hugging Face folder")
     c.add_argument("id")

@@ -53,8 +53,7 @@ def load_tokenizer(model: Path | None) -> Any:
     model = Path(model).expanduser()
     if not model.exists():
         raise FileNotFoundError(f"Model not found: {model}")
-    load = getattr(models, "load_tokenizer", None)  # tokenizer only, when the models package offers it
-    return load(model) if load is not None else models.load_base_model(model).tokenizer
+    return models.load_tokenizer(model)  # the tokenizer files only, never the weights
 
 
 def marked_text(pieces: list[tuple[str, bool]]) -> str:

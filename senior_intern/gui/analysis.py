@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,6 @@ from senior_intern.config import TrainingConfig, TrainingJob
 
 PREVIEW_SAMPLES = 3
 _MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
-_tokenizers: dict[str, Any] = {}
-_tokenizer_lock = threading.Lock()  # guards _path_locks
-_path_locks: dict[str, threading.Lock] = {}
 
 
 def is_model_path(path: str | Path) -> bool:
@@ -55,40 +51,16 @@ def model_details(path: str) -> dict[str, str]:
 
 def tokenizer_cached(model_path: str) -> bool:
     """True when the tokenizer of ``model_path`` is already loaded (analysis will be quick)."""
-    return model_path in _tokenizers
+    from senior_intern.models.tokenizer import tokenizer_cached as cached
 
-
-def _tokenizer_folder(model_path: str) -> Path:
-    """The folder the tokenizer loads from: the model folder, or a GGUF file's converted copy.
-
-    A GGUF file is converted into the model cache once (as the engine does before training),
-    so the run that follows starts from the cache.
-    """
-    from senior_intern.models import cache, metadata
-
-    info = metadata(model_path)
-    if info.source_format != "gguf":
-        return Path(info.path)
-    return cache.cached_conversion(info.content_hash) or cache.convert_gguf(Path(info.path), info.content_hash)
+    return cached(model_path)
 
 
 def load_tokenizer(model_path: str) -> Any:
-    """The model's tokenizer, loaded once per path and kept (a GGUF file's first load takes seconds).
+    """The model's tokenizer, loaded once per path and kept (``models.load_tokenizer``)."""
+    from senior_intern.models.tokenizer import load_tokenizer as load
 
-    Loads of the same path wait for each other; loads of different models do not.
-    """
-    with _tokenizer_lock:
-        lock = _path_locks.setdefault(model_path, threading.Lock())
-    with lock:
-        if model_path not in _tokenizers:
-            from transformers import AutoTokenizer
-
-            folder = _tokenizer_folder(model_path)
-            try:
-                _tokenizers[model_path] = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{model_path}: could not load the tokenizer ({exc})") from exc
-        return _tokenizers[model_path]
+    return load(model_path)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Loading base models and their tokenizers: Hugging Face folders and GGUF files.
 
-``load_base_model`` imports torch and transformers when called, so importing this package stays
+``load_base_model`` and ``load_tokenizer`` import torch and transformers when called, so importing this package stays
 cheap (the GUI can ask ``metadata`` or ``find_demo_model`` without loading the engine).
 """
 
@@ -8,6 +8,7 @@ from senior_intern.models.demo import find_demo_model
 from senior_intern.models.info import ModelInfo, ModelLoadError, format_parameter_count
 from senior_intern.models.inspection import content_hash, metadata
 from senior_intern.models.loader import LoadedModel, load_base_model
+from senior_intern.models.tokenizer import load_tokenizer, model_folder, tokenizer_cached
 
 __all__ = [
     "LoadedModel",
@@ -17,5 +18,8 @@ __all__ = [
     "find_demo_model",
     "format_parameter_count",
     "load_base_model",
+    "load_tokenizer",
     "metadata",
+    "model_folder",
+    "tokenizer_cached",
 ]

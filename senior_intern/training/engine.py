@@ -22,6 +22,7 @@ import torch
 from senior_intern.adapters.store import save_adapter
 from senior_intern.config import TrainingJob
 from senior_intern.training import checkpoint as ckpt
+from senior_intern.training import distributed
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import EventCallback, LogLevel, LogMessage, StateChanged, TrainingState, TrainingStatus
 from senior_intern.training.metrics import divergence
@@ -87,7 +88,7 @@ class Trainer:
             validation = job.validate()
             if not validation.is_valid:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))
-            if checkpoint is not None:  # a new run's folder is new; it is locked as it is made
+            if checkpoint is not None and distributed.context().is_main:  # a new run's folder is locked as it is made
                 lock = RunLock.acquire(checkpoint.path.parent.parent)
                 refuse_if_finished(lock.run_dir)  # another process may have finished it meanwhile
             session = Session(job, self._emit, self._set_state, control, self._get_monitor())
@@ -159,14 +160,25 @@ class Trainer:
                 self._set_state(TrainingState.EVALUATING, "Final evaluation")
                 final_val = s.evaluate()[0]
         self._set_state(TrainingState.SAVING, "Saving the adapter")
-        history = s.tracker.history
+        record = None
+        if s.dp.enabled:  # data parallel: the same adapter on every rank, or the run fails
+            s.log(f"Adapter identical on all {s.dp.world_size} ranks (sha256 {s.dp.check_identical(s.lora.lora_state_dict())[:16]})")
+        if s.dp.is_main:  # rank 0 alone writes the adapter
+            record = self._save_adapter(s, final_val, final_checkpoint, status)
+        s.dp.barrier()
+        self._set_state(TrainingState.COMPLETED, "Training completed" if not early_stopped else "Stopped early: validation loss stopped improving")
+        return self._result(s, s.job, status, started, t0, adapter=record, final_validation_loss=final_val)
+
+    @staticmethod
+    def _save_adapter(s: Session, final_val, final_checkpoint, status: TrainingStatus):
+        """Write the adapter into the library and mark the run finished; a failure says how to retry."""
         try:
             record = save_adapter(
                 s.default_adapters_dir(),
                 lora=s.lora,
                 job=s.job,
                 model_info=s.model_info,
-                history=history,
+                history=s.tracker.history,
                 final_validation_loss=final_val,
                 run_dir=s.run_dir,
             )
@@ -180,8 +192,7 @@ class Trainer:
             ) from exc
         mark_finished(s.run_dir, record.id, str(record.path), status.value)
         s.log(f"Adapter saved: {record.path}")
-        self._set_state(TrainingState.COMPLETED, "Training completed" if not early_stopped else "Stopped early: validation loss stopped improving")
-        return self._result(s, s.job, status, started, t0, adapter=record, final_validation_loss=final_val)
+        return record
 
     def _stopped(self, s: Session | None, job: TrainingJob, stop: RunStopped, started: float, t0: float, detail: str | None = None) -> TrainingResult:
         resume_from = None

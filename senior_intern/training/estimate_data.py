@@ -17,7 +17,7 @@ from typing import Any
 
 from senior_intern.config import TrainingJob
 from senior_intern.data import BatchLoader, load_training_data
-from senior_intern.training.estimate_model import load_tokenizer
+from senior_intern.models.tokenizer import load_tokenizer
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,13 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from senior_intern.config import LoraConfig, OptimizerType, TrainingJob
+from senior_intern.models.tokenizer import model_folder
 
 # Modules that read the same input tensor in a Llama-family block (their LoRA inputs are shared).
 _INPUT_GROUPS = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in",
@@ -148,29 +148,10 @@ def _facts(folder: str, lora_key: tuple, factor_dtype: torch.dtype) -> ModelFact
     )
 
 
-def model_folder(path: str | Path) -> Path:
-    """The Hugging Face folder a model loads from: the folder itself, or a GGUF file's conversion
-    in the model cache (converted now when missing, as the run would do first)."""
-    from senior_intern.models import cache, metadata
-
-    info = metadata(path)
-    if info.source_format != "gguf":
-        return Path(info.path)
-    return cache.cached_conversion(info.content_hash) or cache.convert_gguf(Path(info.path), info.content_hash)
-
-
 def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
     """Shapes and exact trainable-parameter count of ``job``'s model wrapped with ``job.lora``,
     built on the meta device (a few milliseconds once the config is cached)."""
     return _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
-
-
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(path: str) -> Any:
-    """The model's tokenizer (the one ``load_base_model`` returns), loaded once per process."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_folder(path), local_files_only=True)
 
 
 # --- memory ------------------------------------------------------------------------------------

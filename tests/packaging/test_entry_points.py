@@ -28,9 +28,13 @@ def launcher(name: str) -> Path:
     return path
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def run(args: list[str], tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run a command with its own SENIOR_INTERN_HOME under ``tmp_path``."""
-    env = dict(os.environ, SENIOR_INTERN_HOME=str(tmp_path / "home"), QT_QPA_PLATFORM="offscreen")
+    """Run a command with its own SENIOR_INTERN_HOME under ``tmp_path``, importing this checkout."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, SENIOR_INTERN_HOME=str(tmp_path / "home"), QT_QPA_PLATFORM="offscreen", PYTHONPATH=path)
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
@@ -53,6 +57,14 @@ def test_python_dash_m_runs_the_app_and_the_cli(tmp_path: Path) -> None:
     assert app.returncode == 0 and app.stdout.strip() == f"senior-intern-gui {__version__}", app.stderr
     cli = run([sys.executable, "-m", "senior_intern.cli", "--help"], tmp_path)
     assert cli.returncode == 0 and "usage: senior-intern" in cli.stdout, cli.stderr
+
+
+def test_python_dash_m_senior_intern_with_a_sub_command_runs_the_cli(tmp_path: Path) -> None:
+    out = run([sys.executable, "-m", "senior_intern", "train", "--help"], tmp_path)
+    assert out.returncode == 0 and "usage: senior-intern train" in out.stdout, out.stderr
+    assert "senior-intern-gui" not in out.stdout + out.stderr
+    bad = run([sys.executable, "-m", "senior_intern", "validate", "missing.toml"], tmp_path)
+    assert bad.returncode == 2 and "error:" in bad.stderr and "unrecognized arguments" not in bad.stderr, bad.stderr
 
 
 def test_cli_trains_the_tiny_model_through_the_console_script(tiny_model_dir: Path, tmp_path: Path) -> None:
