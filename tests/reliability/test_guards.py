@@ -148,3 +148,29 @@ def test_disk_filling_during_a_save_removes_the_partial_folder(tmp_path: Path, t
         _save(manager, ckpt.step_name(4), 4, tiny_job)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-0000002"]
     assert ckpt.CheckpointManager(tmp_path / "checkpoints").latest().name == "step-0000002"
+
+
+def test_huge_record_is_tokenised_only_as_far_as_max_seq_length(tiny_tokenizer) -> None:
+    from senior_intern.data.tokenize import MAX_CHARS_PER_TOKEN, Encoder
+
+    seen: list[int] = []
+
+    class Counting:  # the tiny tokenizer, recording how much text it was asked to tokenise
+        eos_token_id = tiny_tokenizer.eos_token_id
+
+        def __getattr__(self, name):
+            return getattr(tiny_tokenizer, name)
+
+        def __call__(self, text, **kw):
+            seen.append(len(text))
+            return tiny_tokenizer(text, **kw)
+
+    encoder = Encoder(Counting(), max_seq_length=64)
+    huge = "def f(x):\n    return x\n" * 200_000  # ~4.6 MB in one record
+    small_sample, small_cut = encoder.encode([("prompt ", False), ("def f(x): return x", True)], "a.jsonl:1")
+    seen.clear()
+    sample, truncated = encoder.encode([("prompt ", False), (huge, True), ("tail", True)], "a.jsonl:2")
+    assert truncated and len(sample.input_ids) == 64 and not small_cut
+    assert max(seen) <= 65 * MAX_CHARS_PER_TOKEN  # never the whole 4.6 MB
+    full, _ = Encoder(tiny_tokenizer, 64).encode([("prompt ", False), (huge[:20000], True)], "a.jsonl:2")
+    assert sample.input_ids == full.input_ids and sample.labels == full.labels  # same tokens as tokenising it all
