@@ -174,3 +174,26 @@ def test_huge_record_is_tokenised_only_as_far_as_max_seq_length(tiny_tokenizer) 
     assert max(seen) <= 65 * MAX_CHARS_PER_TOKEN  # never the whole 4.6 MB
     full, _ = Encoder(tiny_tokenizer, 64).encode([("prompt ", False), (huge[:20000], True)], "a.jsonl:2")
     assert sample.input_ids == full.input_ids and sample.labels == full.labels  # same tokens as tokenising it all
+
+
+class _Gadget:  # a pickled object that free unpickling would construct
+    pass
+
+
+def test_pickle_refusal_does_not_repeat_torchs_advice(tmp_path: Path) -> None:
+    import torch
+
+    from senior_intern.adapters.library import _convert_bin
+
+    torch.save({"x": _Gadget()}, tmp_path / "adapter_model.bin")
+    with pytest.raises(ValueError, match="refused") as info:
+        _convert_bin(tmp_path / "adapter_model.bin", tmp_path / "out.safetensors")
+    assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_list_prints_escape_sequences_in_names_harmlessly() -> None:
+    from senior_intern.cli.adapters_cmd import printable
+
+    assert printable("evil\x1b[2J\x07name") == "evil\\x1b[2J\\x07name"
+    assert printable("plain name é") == "plain name é"
