@@ -116,6 +116,11 @@ class Session:
         self.log(f"Loading base model {job.base_model_path}")
         loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype)
         self.model_info, self.tokenizer = loaded.info, loaded.tokenizer
+        context = getattr(self.model_info, "context_length", 0)
+        if context and cfg.max_seq_length > context:
+            self.log(f"max_seq_length ({cfg.max_seq_length}) is longer than the model's context length ({context}); "
+                     f"positions past {context} were never trained in the base: lower max_seq_length to {context} or less",
+                     LogLevel.WARNING)
         # LoRA factors stay float32 under a bf16/fp16 base: AdamW's small updates would round away.
         adapter_dtype = torch.float32 if self.dtype in (torch.bfloat16, torch.float16) else None
         self.lora = LoraModel(loaded.model, job.lora, dtype=adapter_dtype)

@@ -105,3 +105,15 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_job: TrainingJob
     run_dir = Path(tiny_job.output_dir) / tiny_job.name
     latest = ckpt.CheckpointManager(run_dir / "checkpoints").latest()
     assert latest is not None and ckpt.load(latest).global_step == 2
+
+
+
+def test_train_warns_when_max_seq_length_exceeds_the_models_context(tiny_job: TrainingJob) -> None:
+    from senior_intern.training.events import LogLevel, LogMessage
+
+    tiny_job.training.max_seq_length, tiny_job.training.max_steps = 300, 1  # the tiny Llama was built for 256
+    events: list = []
+    result = Trainer().run(tiny_job, on_event=events.append)
+    assert result.status is TrainingStatus.COMPLETED
+    warnings = [e.text for e in events if isinstance(e, LogMessage) and e.level == LogLevel.WARNING]
+    assert any("max_seq_length (300) is longer than the model's context length (256)" in w for w in warnings), warnings
