@@ -28,11 +28,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from senior_intern.config import ConfigError, TrainingJob
+from senior_intern.layout import BEST, checkpoint_name, folder_size
+from senior_intern.layout import CHECKPOINT_FILES as _FILES
 from senior_intern.training.result import CheckpointInfo
 
 FORMAT_VERSION = 1
-BEST = "best"
-_FILES = ("lora.safetensors", "trainer_state.pt", "state.json", "job.toml")
 
 
 class CheckpointError(ValueError):
@@ -72,13 +72,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def step_name(step: int) -> str:
     """Folder name of the regular checkpoint at ``step``."""
-    return f"step-{step:07d}"
+    return checkpoint_name(step)
 
 
 class CheckpointManager:
@@ -142,7 +138,7 @@ class CheckpointManager:
             loss=state.get("loss"),
             validation_loss=state.get("validation_loss"),
             created_at=float(state.get("created_at", 0.0)),
-            size_bytes=_dir_size(path),
+            size_bytes=folder_size(path),
             is_best=path.name == BEST,
         )
 
