@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import tomllib
 import types
 import typing
@@ -268,6 +269,10 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
     warnings: list[str] = []
     t, lo, d = job.training, job.lora, job.data
 
+    # A NaN or infinite number passes every range check below (NaN compares false), and then
+    # trains a NaN adapter: refuse them first, naming the field.
+    errors.extend(_non_finite(job, ""))
+
     # Required fields (spec rules).
     if not job.name.strip():
         errors.append("Job name is required")
@@ -378,6 +383,18 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
     return ValidationResult(errors, warnings)
 
 
+def _non_finite(obj: Any, prefix: str) -> list[str]:
+    """One error for every float field of ``obj`` (and its nested configs) that is NaN or infinite."""
+    found: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            found.extend(_non_finite(value, f"{prefix}{f.name}."))
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append(f"{prefix}{f.name} must be a finite number, got {value}")
+    return found
+
+
 # --- plain dict <-> dataclass ----------------------------------------------------------------
 
 def _to_plain(obj: Any) -> Any:
@@ -439,6 +456,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

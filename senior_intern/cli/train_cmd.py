@@ -122,29 +122,58 @@ class ConsoleReporter:
             self.bar = None
 
 
-def _run_engine(start) -> int:
+class _RankReporter:
+    """What a worker other than rank 0 prints: its errors only, named by rank (rank 0 reports)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __call__(self, event: Any) -> None:
+        from senior_intern.training.events import LogLevel, LogMessage
+
+        if isinstance(event, LogMessage) and event.level == LogLevel.ERROR:
+            print(f"[rank {self.rank}] [error] {event.text}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _run_engine(start, device: str = "auto") -> int:
+    from senior_intern.training import distributed
     from senior_intern.training.control import TrainingControl
     from senior_intern.training.engine import Trainer
 
+    ctx = distributed.init_from_env(device)  # a torchrun worker joins its process group
     control = TrainingControl()
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter() if ctx.is_main else _RankReporter(ctx.rank)
 
     def on_sigint(signum, frame):  # first Ctrl-C: cancel cleanly; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("\nCancelling (Ctrl-C again to abort)...", file=sys.stderr)
         control.cancel()
 
+    def on_sigterm(signum, frame):  # timeout, docker stop, systemd: save a checkpoint and stop
+        print("\nSIGTERM: saving a checkpoint at the next micro-batch, then stopping...", file=sys.stderr)
+        control.cancel()
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = start(Trainer(), control, reporter)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
         reporter.close()
-    print(summarise(result))
-    return 0 if result.success else (130 if result.status.value == "Cancelled" else 1)
+        distributed.shutdown()
+    cancelled = result.status.value == "Cancelled"
+    if ctx.is_main:
+        print(summarise(result, ctx.world_size if ctx.enabled else 1))
+    if ctx.enabled:  # a clean cancel is no worker failure for the launcher
+        return 0 if result.success or cancelled else 1
+    return 0 if result.success else (130 if cancelled else 1)
 
 
-def summarise(result) -> str:
+def summarise(result, nproc: int = 1) -> str:
     """A few lines that say how a run ended."""
     lines = [f"Status: {result.status.value}", f"Steps: {result.total_steps} in {result.duration:.1f} s"]
     if result.final_metrics:
@@ -156,7 +185,8 @@ def summarise(result) -> str:
     if result.error_message:
         lines.append(f"Error: {result.error_message}")
     if result.resume_checkpoint and not result.success:
-        lines.append(f"Resume with: senior-intern resume {result.resume_checkpoint}")
+        lines.append(f"Resume with: senior-intern resume {result.resume_checkpoint}"
+                     + (f" --nproc-per-node {nproc}" if nproc > 1 else ""))
     return "\n".join(lines)
 
 
@@ -171,12 +201,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if not result.is_valid:
         raise ValueError("the job is not valid:\n  " + "\n  ".join(result.errors))
-    return _run_engine(lambda trainer, control, cb: trainer.run(job, control, cb))
+    if _launches(args.nproc_per_node):
+        return _launch_train(job, args.nproc_per_node)
+    return _run_engine(lambda trainer, control, cb: trainer.run(job, control, cb), job.training.device)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``resume``: continue from a checkpoint or run folder."""
-    return _run_engine(lambda trainer, control, cb: trainer.resume(args.checkpoint, control, cb))
+    from senior_intern.training import checkpoint as ckpt
+
+    found = ckpt.find_resumable(args.checkpoint)
+    device = TrainingJob.load(found / "job.toml").training.device
+    if _launches(args.nproc_per_node):
+        from senior_intern.training import distributed
+
+        return distributed.launch(["resume", str(found)], args.nproc_per_node, device, found.parent.parent)
+    return _run_engine(lambda trainer, control, cb: trainer.resume(args.checkpoint, control, cb), device)
+
+
+# --- data parallel: --nproc-per-node N starts N workers through torch.distributed.run ---------
+def _launches(nproc: int) -> bool:
+    """True when this process is to launch workers (not when it is one of torchrun's)."""
+    if nproc < 1:
+        raise ValueError(f"--nproc-per-node must be at least 1, got {nproc}")
+    from senior_intern.training import distributed
+
+    return nproc > 1 and not distributed.launched_by_torchrun()
+
+
+def _launch_train(job: TrainingJob, nproc: int) -> int:
+    from senior_intern.training import distributed
+    from senior_intern.training.session import unique_run_dir
+
+    t = job.training
+    print(f"Launching {nproc} processes; global batch {t.batch_size * nproc * t.gradient_accumulation_steps} = "
+          f"{t.batch_size} per process x {nproc} processes x {t.gradient_accumulation_steps} accumulation steps",
+          file=sys.stderr)
+    path = distributed.job_file_for_workers(job)
+    try:
+        return distributed.launch(["train", "--config", str(path)], nproc, t.device, unique_run_dir(job))
+    finally:
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+
+
+def _add_nproc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="data-parallel worker processes on this machine (one per GPU, or CPU processes "
+                             "sharing the cores) started through torch.distributed.run; default 1")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -206,10 +278,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="job name")
     p.add_argument("--description", help="adapter description")
     p.add_argument("--save-config", type=Path, help="also write the job as TOML here")
+    _add_nproc(p)
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
     r = sub.add_parser("resume", help="resume a run from a checkpoint or run folder")
     r.add_argument("checkpoint", type=Path, help="checkpoint folder, or a run folder (its newest good checkpoint)")
+    _add_nproc(r)
     r.set_defaults(func=cmd_resume)
     v = sub.add_parser("validate", help="check a job file")
     v.add_argument("job", type=Path, help="job file (TOML)")

@@ -124,6 +124,8 @@ class BatchLoader:
         shuffle: bool = True,
         seed: int = 0,
         pad_to_multiple_of: int = 8,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -145,11 +147,16 @@ class BatchLoader:
         else:
             self.rows = [[i] for i in range(len(self.samples))]
         self.fingerprint = samples_fingerprint(self.samples)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        # Data parallel: one loader batch is a global batch of batch_size x world_size rows;
+        # this rank collates its own disjoint slice of it (see ``_rank_rows``).
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.index = 0  # batches of this epoch already handed out
 
     def __len__(self) -> int:
-        return math.ceil(len(self.rows) / self.batch_size)
+        return math.ceil(len(self.rows) / (self.batch_size * self.world_size))
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (0-based) from its first batch."""
@@ -168,11 +175,29 @@ class BatchLoader:
             self.set_epoch(self.epoch + 1)
         epoch = self.epoch
         order = self.epoch_order(epoch)
+        step = self.batch_size * self.world_size
         while self.epoch == epoch and self.index < len(self):
-            start = self.index * self.batch_size
-            rows = [self.rows[r] for r in order[start:start + self.batch_size]]
+            start = self.index * step
             self.index += 1
-            yield self.collate(rows)
+            yield self._rank_batch([self.rows[r] for r in order[start:start + step]])
+
+    def _rank_batch(self, rows: list[list[int]]) -> Batch:
+        """This rank's contiguous share of a global batch's ``rows`` (sizes differ by at most one).
+
+        A rank left without a row (a last global batch with fewer rows than ranks) gets a copy of
+        the first row with every label ignored: it still runs forward and backward, as DDP needs,
+        and adds nothing to the loss, the gradient or the counts.
+        """
+        if self.world_size == 1:
+            return self.collate(rows)
+        q, r = divmod(len(rows), self.world_size)
+        begin = self.rank * q + min(self.rank, r)
+        mine = rows[begin:begin + q + (1 if self.rank < r else 0)]
+        if mine:
+            return self.collate(mine)
+        empty = self.collate(rows[:1])
+        empty.labels.fill_(IGNORE_INDEX)
+        return Batch(empty.input_ids, empty.labels, empty.attention_mask, empty.position_ids, empty.segment_ids, 0, 0, 0)
 
     def collate(self, rows: list[list[int]]) -> Batch:
         """A batch of ``rows`` (each a list of sample indices, packed one after another)."""
@@ -209,7 +234,7 @@ class BatchLoader:
         return {
             "epoch": self.epoch, "batch_index": self.index, "seed": self.seed, "fingerprint": self.fingerprint,
             "batch_size": self.batch_size, "packing": self.packing, "shuffle": self.shuffle,
-            "num_batches": len(self),
+            "num_batches": len(self), "rank": self.rank, "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -224,6 +249,12 @@ class BatchLoader:
                 raise ValueError(f"The data-loader state was saved with {key}={state[key]!r}, not {getattr(self, key)!r}; "
                                  "resume with the same settings")
         index = int(state["batch_index"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            # Another number of processes: keep the rows of this epoch already trained (rounded
+            # down to whole global batches of the new size); not bitwise the same as before.
+            done = index >= int(state.get("num_batches", index + 1))  # the epoch was complete
+            index = len(self) if done else min(len(self), index * saved_world // self.world_size)
         if not 0 <= index <= len(self):
             raise ValueError(f"The data-loader state has batch index {index}, outside 0..{len(self)}")
         self.epoch = int(state["epoch"])

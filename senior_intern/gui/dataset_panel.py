@@ -7,10 +7,11 @@ tokens dimmed.
 from __future__ import annotations
 
 import html
+from typing import Callable
 
 import pyqtgraph as pg
-from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QFormLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QTextBrowser, QVBoxLayout, QWidget
 
 from senior_intern.gui.analysis import DatasetAnalysis
 from senior_intern.gui.plot_style import PaletteFollower
@@ -34,6 +35,17 @@ def preview_html(previews: list[tuple[str, list[tuple[str, bool]]]], dim_color: 
     return "<hr/>".join(parts)
 
 
+def dimmed_text_color(palette: QPalette) -> str:
+    """An opaque colour halfway between text and background, as ``#rrggbb``.
+
+    The palette's placeholder colour is the text colour with alpha, and ``QColor.name()`` drops
+    the alpha: black text gave "#000000", so masked tokens were not dimmed at all.
+    """
+    text, base = palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base)
+    mixed = QColor((text.red() + base.red()) // 2, (text.green() + base.green()) // 2, (text.blue() + base.blue()) // 2)
+    return mixed.name()
+
+
 class DatasetPanel(QWidget):
     """Summary numbers, a token-length histogram and a token preview of the analysed dataset."""
 
@@ -44,6 +56,11 @@ class DatasetPanel(QWidget):
         self.error.setWordWrap(True)
         self.error.setStyleSheet(ERROR_STYLE)
         self.error.hide()
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.hide()
+        self.fixes_row = QHBoxLayout()
+        self._fix_buttons: list[QPushButton] = []
         self.values: dict[str, QLabel] = {}
         form = QFormLayout()
         for key in ("Format", "Samples", "Train / validation", "Trained tokens", "Truncated", "Length (tokens)", "Steps"):
@@ -61,37 +78,79 @@ class DatasetPanel(QWidget):
         self.bars = pg.BarGraphItem(x=[], height=[], width=1.0, brush="#4c8bf5")
         self.histogram.addItem(self.bars)
         self.preview = QTextBrowser()
-        self.preview.setMinimumHeight(160)
         self.preview.setPlaceholderText("A preview of the first samples appears here once the dataset is read.")
+        self.preview.setMinimumHeight(240)
         legend = QLabel("Preview: <span style='background-color: rgba(89,161,79,0.28)'>trained tokens</span>, "
                         "<span style='color: gray'>masked prompt tokens</span>")
+        self.enlarge_button = QPushButton("Enlarge…")
+        self.enlarge_button.setToolTip("Show the preview in a large window")
+        self.enlarge_button.clicked.connect(self.enlarge_preview)
+        legend_row = QHBoxLayout()
+        legend_row.addWidget(legend, 1)
+        legend_row.addWidget(self.enlarge_button)
+        self.enlarged: QDialog | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.busy)
         layout.addWidget(self.error)
+        layout.addWidget(self.note)
+        layout.addLayout(self.fixes_row)
         layout.addLayout(form)
         layout.addWidget(self.histogram)
-        layout.addWidget(legend)
+        layout.addLayout(legend_row)
         layout.addWidget(self.preview, 1)
         self.palette_follower = PaletteFollower(self, [self.histogram])
         self.analysis: DatasetAnalysis | None = None
 
     def set_busy(self, text: str) -> None:
-        """Show that an analysis is running."""
-        self.error.hide()
+        """Show that an analysis is running (the old results go: they are for other settings)."""
+        self.clear()
         self.busy.start(text)
 
-    def set_error(self, text: str) -> None:
-        """Show why the dataset could not be read."""
-        self.busy.stop()
+    def set_error(self, text: str, fixes: list[tuple[str, Callable[[], None]]] = ()) -> None:
+        """Show why the dataset could not be read, with a button per (label, fix); no stale results."""
+        self.clear()
         self.error.setText(text)
         self.error.show()
+        for label, callback in fixes:
+            button = QPushButton(label)
+            button.clicked.connect(callback)
+            self.fixes_row.addWidget(button)
+            self._fix_buttons.append(button)
+
+    def set_note(self, text: str) -> None:
+        """Show a neutral note instead of results (e.g. the dataset waits for a readable model)."""
+        self.clear()
+        self.note.setText(text)
+        self.note.show()
+
+    @property
+    def fix_buttons(self) -> list[QPushButton]:
+        """The buttons of the fixes on show."""
+        return list(self._fix_buttons)
+
+    def enlarge_preview(self) -> QDialog:
+        """Show the preview in a large, resizable window (kept until closed)."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Dataset preview")
+        browser = QTextBrowser(dialog)
+        browser.setHtml(self.preview.toHtml())
+        QVBoxLayout(dialog).addWidget(browser)
+        dialog.resize(900, 700)
+        dialog.show()
+        self.enlarged = dialog
+        return dialog
 
     def clear(self) -> None:
-        """Forget the shown analysis."""
+        """Forget the shown analysis and any error with its fixes."""
         self.analysis = None
         self.busy.stop()
         self.error.hide()
+        self.note.hide()
+        for button in self._fix_buttons:
+            self.fixes_row.removeWidget(button)
+            button.deleteLater()
+        self._fix_buttons = []
         for label in self.values.values():
             label.setText("–")
         self.bars.setOpts(x=[], height=[], width=1.0)
@@ -99,9 +158,8 @@ class DatasetPanel(QWidget):
 
     def set_analysis(self, a: DatasetAnalysis) -> None:
         """Show an analysis result."""
+        self.clear()
         self.analysis = a
-        self.busy.stop()
-        self.error.hide()
         s = a.stats
         self.values["Format"].setText(s.format)
         skipped = f", {s.skipped} skipped" if s.skipped else ""
@@ -115,5 +173,4 @@ class DatasetPanel(QWidget):
             centres = [(b.low + b.high) / 2 for b in s.histogram]
             width = (s.histogram[0].high - s.histogram[0].low) * 0.9
             self.bars.setOpts(x=centres, height=[b.count for b in s.histogram], width=width)
-        dim = self.palette().color(QPalette.ColorRole.PlaceholderText).name()
-        self.preview.setHtml(preview_html(a.previews, dim))
+        self.preview.setHtml(preview_html(a.previews, dimmed_text_color(self.palette())))

@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSize, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
+from senior_intern.gui import appearance, drops, screen_fit
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -97,13 +98,12 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.state_label)
         self.statusBar().addPermanentWidget(self.device_label)
         self._build_menus()
+        appearance.apply(self.appearance_mode())
+        appearance.focus_ring(self.train_page.start_button)
         self._connect()
 
-        geometry = self.settings.geometry()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 840)
+        screen_fit.place_window(self, self.settings.geometry())
+        self._placed = False
         self.train_page.set_job(initial_job(self.settings))
         self.sidebar.setCurrentRow(min(max(self.settings.current_page(), 0), len(PAGES) - 1))
         QTimer.singleShot(0, self._after_show)
@@ -141,6 +141,16 @@ class MainWindow(QMainWindow):
         view = bar.addMenu("&View")
         for index, name in enumerate(PAGES):
             self.actions_[f"page_{name.lower()}"] = self._action(view, name, lambda _=False, i=index: self.show_page(i), (f"Ctrl+{index + 1}",))
+        view.addSeparator()
+        looks = view.addMenu("&Appearance")
+        group = QActionGroup(self)
+        current = self.appearance_mode()
+        for mode in appearance.MODES:
+            action = self._action(looks, mode, lambda _=False, m=mode: self.set_appearance(m))
+            action.setCheckable(True)
+            action.setChecked(mode == current)
+            group.addAction(action)
+            self.actions_[f"appearance_{mode.lower()}"] = action
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&About Senior Intern", self._about)
         self.actions_["pause"].setEnabled(False)
@@ -267,13 +277,41 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Using " + "; ".join(used), 8000)
         return used
 
+    def appearance_mode(self) -> str:
+        """The saved Light/Dark/System choice ("System" when none or unknown)."""
+        mode = str(self.settings.value(appearance.SETTING, "System"))
+        return mode if mode in appearance.MODES else "System"
+
+    def set_appearance(self, mode: str) -> None:
+        """Apply and remember Light, Dark or System; widgets and charts follow the palette."""
+        appearance.apply(mode)
+        self.settings.set_value(appearance.SETTING, mode)
+        self.actions_[f"appearance_{mode.lower()}"].setChecked(True)
+
+    def _highlight_drop_zones(self, on: bool) -> None:
+        for picker in (self.train_page.model_picker, self.train_page.dataset_picker):
+            picker.set_highlight(on)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        """Accept local files and folders anywhere on the window."""
-        if local_paths(event.mimeData()):
+        """Accept usable local files and folders anywhere on the window and light up the drop
+        zones; refuse the others at once, saying why in the status bar."""
+        paths = local_paths(event.mimeData())
+        reasons = drops.refusals(paths)
+        if paths and not reasons:
             event.acceptProposedAction()
+            self._highlight_drop_zones(True)
+        else:
+            event.ignore()
+            if reasons:
+                self.statusBar().showMessage("Cannot use this drop: " + " ".join(reasons), 10000)
+
+    def dragLeaveEvent(self, event) -> None:
+        """The drag left the window: the drop zones go back to normal."""
+        self._highlight_drop_zones(False)
 
     def dropEvent(self, event: QDropEvent) -> None:
         """A dropped model, dataset or job file fills the Train page."""
+        self._highlight_drop_zones(False)
         if self.open_paths(local_paths(event.mimeData())):
             event.acceptProposedAction()
 
@@ -282,6 +320,13 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About Senior Intern", f"<b>Senior Intern</b> {__version__}<br/>"
                           "Local LoRA fine-tuning on your own code and data.<br/>"
                           f"Settings: {self.settings.file_name}")
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """On the first show the frame (title bar, borders) is known: keep all of it on screen."""
+        super().showEvent(event)
+        if not self._placed:
+            self._placed = True
+            screen_fit.keep_on_screen(self)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Offer to cancel a run in progress (it saves a checkpoint); remember window and job."""

@@ -68,6 +68,7 @@ class RunPage(QWidget):
         self.result = None
         self.progress_events = 0
         self._started_at = 0.0
+        self._progress_at = 0.0  # when the last step ended (monotonic)
 
         self.title = QLabel("No run yet. Start one on the Train page, or resume an interrupted run.")
         font = QFont(self.title.font())
@@ -88,6 +89,8 @@ class RunPage(QWidget):
             grid.addWidget(value, (i // 4) * 2 + 1, i % 4)
         self.pause_button = QPushButton("Pause")
         self.cancel_button = QPushButton("Cancel")
+        self.pause_button.setObjectName("pauseButton")
+        self.cancel_button.setObjectName("cancelButton")
         self.resume_button = QPushButton("Resume from checkpoint…")
         for button in (self.pause_button, self.cancel_button):
             button.setEnabled(False)
@@ -184,7 +187,7 @@ class RunPage(QWidget):
         self.state_label.setText("Starting…")
         self.last_progress = self.last_validation = self.result = None
         self.progress_events = 0
-        self._started_at = time.monotonic()
+        self._started_at = self._progress_at = time.monotonic()
         self.progress_bar.setValue(0)
         for value in self.stats.values():
             value.setText("–")
@@ -194,6 +197,7 @@ class RunPage(QWidget):
         self.charts.clear()  # drawn by the timer, one chart per tick
         self.label_timer.start()
         self.pause_button.setText("Pause")
+        self.cancel_button.setText("Cancel")
         self.pause_button.setEnabled(True)
         self.cancel_button.setEnabled(True)
         self.status_changed.emit("Starting…")
@@ -208,14 +212,17 @@ class RunPage(QWidget):
             self.pause_button.setText("Pause")
         else:
             self.runner.pause()
-            self.pause_button.setText("Resume")
+            # Heard, not yet done: the engine pauses at the next micro-batch and then says so.
+            self.pause_button.setText("Pause pending…")
+            self.pause_button.setEnabled(False)
             self.state_label.setText("Pausing at the next batch…")
 
     def cancel(self) -> None:
         """Stop the run; it saves a checkpoint to resume from later."""
         if self.runner.running:
             self.runner.cancel()
-            self.state_label.setText("Cancelling: saving a checkpoint…")
+            self.state_label.setText("Cancel pending: stopping at the next batch, then saving a checkpoint…")
+            self.cancel_button.setText("Cancel pending…")
             self.pause_button.setEnabled(False)
             self.cancel_button.setEnabled(False)
 
@@ -223,14 +230,18 @@ class RunPage(QWidget):
     def _on_state(self, event: StateChanged) -> None:
         self.state = event.new
         self.state_label.setText(event.message or event.new.value)  # the engine's messages name the state
+        cancelling = self.cancel_button.text() != "Cancel"
         if event.new == TrainingState.PAUSED:
             self.pause_button.setText("Resume")
+            self.pause_button.setEnabled(not cancelling)
         elif event.new == TrainingState.TRAINING:
             self.pause_button.setText("Pause")
+            self.pause_button.setEnabled(not cancelling)
         self.status_changed.emit(event.new.value)
 
     def _on_progress(self, p: Progress) -> None:
         self.last_progress = p
+        self._progress_at = time.monotonic()
         self.progress_events += 1
         self.charts.add_progress(p)
 
@@ -249,14 +260,25 @@ class RunPage(QWidget):
         self.log_view.appendPlainText(f"[{stamp}] {text}")
 
     def _refresh_labels(self) -> None:
+        """Called by the label timer: Elapsed, the running step and the ETA move every tick, not
+        only when a step ends (the ETA counts down from the engine's figure at the last step)."""
+        now = time.monotonic()
+        live = self.label_timer.isActive()
+        if live:
+            self.stats["Elapsed"].setText(format_duration(now - self._started_at))
         p = self.last_progress
         if p is None:
             return
+        since = max(0.0, now - self._progress_at) if live else 0.0
         self.progress_bar.setValue(int(p.percent * 10))
         self.stats["Epoch"].setText(f"{p.epoch} / {p.total_epochs}")
-        self.stats["Step"].setText(f"{p.global_step:,} / {p.total_steps:,}")
-        self.stats["Elapsed"].setText(format_duration(p.elapsed))
-        self.stats["ETA"].setText(format_duration(p.eta))
+        step = f"{p.global_step:,} / {p.total_steps:,}"
+        if live and self.state == TrainingState.TRAINING and p.global_step < p.total_steps:
+            step += f" · step {p.global_step + 1:,} running · {since:.0f} s"
+        self.stats["Step"].setText(step)
+        if not live:
+            self.stats["Elapsed"].setText(format_duration(p.elapsed))
+        self.stats["ETA"].setText(format_duration(max(0.0, p.eta - since)) if live and p.eta is not None else "–")
         self.stats["Tokens/s"].setText(f"{p.tokens_per_second:,.0f}")
         self.stats["Loss"].setText(_num(p.metrics.loss))
         self.stats["Learning rate"].setText(_num(p.metrics.learning_rate, ".3g"))
@@ -272,10 +294,13 @@ class RunPage(QWidget):
         self.pause_button.setEnabled(False)
         self.cancel_button.setEnabled(False)
         self.pause_button.setText("Pause")
+        self.cancel_button.setText("Cancel")
 
     def _on_finished(self, result) -> None:
         self.result = result
         self._finish_ui()
+        # One duration for the run: the summary's and the Elapsed label's are the same number.
+        self.stats["Elapsed"].setText(format_duration(result.duration))
         lines = [f"<b>{result.status.value}</b> after {format_duration(result.duration)}, {result.total_steps:,} optimizer steps."]
         if result.final_metrics is not None:
             lines.append(f"Final training loss {result.final_metrics.loss:.4f}.")

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import PRESET_DESCRIPTIONS, PRESETS, apply_preset
-from senior_intern.gui import analysis
+from senior_intern.gui import analysis, doctor
 from senior_intern.gui.dataset_panel import DatasetPanel
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.estimate_panel import EstimatePanel
@@ -62,6 +62,7 @@ class TrainPage(QWidget):
         self._analysis: analysis.DatasetAnalysis | None = None
         self._analysis_for: tuple | None = None
         self._analysis_error = ""
+        self._diagnosis: doctor.Diagnosis | None = None
         self._running = False
         self._valid = False
         self._problems: list[str] = []
@@ -99,6 +100,11 @@ class TrainPage(QWidget):
         self.load_button = QPushButton("Load job…")
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
+        self.start_button.setObjectName("startButton")
+        self.load_button.setObjectName("loadButton")
+        self.save_button.setObjectName("saveButton")
+        self.model_picker.setObjectName("modelDropZone")
+        self.dataset_picker.setObjectName("datasetDropZone")
         preset_row = QHBoxLayout()
         preset_row.addWidget(QLabel("Preset"))
         preset_row.addWidget(self.preset)
@@ -115,14 +121,23 @@ class TrainPage(QWidget):
         right_layout.addWidget(self.estimate)
         right_layout.addWidget(self.problems_label)
         right_layout.addWidget(self.warnings_label)
-        right_layout.addLayout(buttons)
+        # The form scrolls; Load, Save and Start sit in a footer below both panes, so they stay
+        # on screen however small the window (a 1366x768 laptop) and however long the form.
+        right_scroll = QScrollArea()
+        right_scroll.setWidgetResizable(True)
+        right_scroll.setWidget(right)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left_scroll)
-        splitter.addWidget(right)
+        splitter.addWidget(right_scroll)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
+        self.footer = QWidget()
+        self.footer.setObjectName("trainFooter")
+        self.footer.setLayout(buttons)
+        buttons.setContentsMargins(0, 0, 0, 0)
         layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.footer)
 
         self._analysis_timer = QTimer(self)
         self._analysis_timer.setSingleShot(True)
@@ -205,7 +220,7 @@ class TrainPage(QWidget):
         self._sync_preset()
         key = _analysis_key(job)
         if key != self._analysis_for:
-            self._analysis, self._analysis_error = None, ""
+            self._analysis, self._analysis_error, self._diagnosis = None, "", None
             readable = all(p and Path(p).exists() for p in (job.base_model_path, job.dataset_path))
             if readable and not parse_problems:
                 self._analysis_timer.start()
@@ -230,6 +245,8 @@ class TrainPage(QWidget):
                     general.append(message)
         model_errors = [m for m in general_errors if fields_for_message(m) == ("base_model_path",)]
         dataset_errors = [m for m in general_errors if fields_for_message(m) == ("dataset_path",)]
+        if self._diagnosis is not None and self._diagnosis.about == "model":
+            model_errors.append(self._diagnosis.message)
         self.model_picker.show_message("\n".join(model_errors))
         self.dataset_picker.show_message("\n".join(dataset_errors))
         self.form.show_messages(errors, warnings)
@@ -275,18 +292,34 @@ class TrainPage(QWidget):
         key = _analysis_key(job)
         cached = analysis.tokenizer_cached(job.base_model_path)
         self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
-        self.tasks.submit(analysis.analyze_dataset, job, on_done=lambda result: self._analysis_ready(key, result),
+        self.tasks.submit(doctor.analyze, job, on_done=lambda result: self._analysis_ready(key, result),
                           on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis")
 
     def _analysis_ready(self, key: tuple, result: analysis.DatasetAnalysis) -> None:
-        self._analysis, self._analysis_for, self._analysis_error = result, key, ""
+        self._analysis, self._analysis_for, self._analysis_error, self._diagnosis = result, key, "", None
         self.dataset_panel.set_analysis(result)
         self._edited()
 
     def _analysis_failed(self, key: tuple, exc: BaseException) -> None:
         self._analysis, self._analysis_for = None, key  # not retried until a relevant setting changes
-        self._analysis_error = f"The dataset could not be read: {describe_error(exc)}"
-        self.dataset_panel.set_error(self._analysis_error)
+        job, _ = self.current_job()
+        self._diagnosis = diagnosis = doctor.diagnose(exc, job)
+        if diagnosis.about == "model":
+            # Shown under the model picker (by _validate); the dataset itself is not at fault.
+            self._analysis_error = "The base model cannot be read (see under Base model)."
+            self.dataset_panel.set_note("The dataset is checked once the base model can be read.")
+        else:
+            self._analysis_error = "The dataset has a problem (see under Dataset)."
+            self.dataset_panel.set_error(diagnosis.message, [(fix.label, lambda _=False, fix=fix: self.apply_fix(fix))
+                                                             for fix in diagnosis.fixes])
+        self._edited()
+
+    def apply_fix(self, fix: doctor.Fix) -> None:
+        """Make a dataset-doctor fix in the job (skip bad records, another format) and re-check."""
+        job, _ = self.current_job()
+        fix.apply(job)
+        self._job = job
+        self.form.set_job(job)
         self._edited()
 
     # --- actions ----------------------------------------------------------------------------------

@@ -102,13 +102,31 @@ class PathPicker(QFrame):
         self.message.setStyleSheet(ERROR_STYLE if error else WARNING_STYLE)
         self.message.setVisible(bool(text))
 
+    def set_highlight(self, on: bool) -> None:
+        """Mark the field as a place to drop (while a usable file is dragged over the window)."""
+        self.setProperty("dropTarget", on)
+        self.setStyleSheet("PathPicker { border: 2px dashed palette(highlight); border-radius: 4px; }" if on else "")
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        """Accept drags that carry a local file or folder."""
-        if local_paths(event.mimeData()):
+        """Accept drags that carry a local file or folder that could be used; say why not otherwise."""
+        from senior_intern.gui.drops import refusals
+
+        paths = local_paths(event.mimeData())
+        reasons = refusals(paths[:1])
+        if paths and not reasons:
             event.acceptProposedAction()
+            self.set_highlight(True)
+        else:
+            event.ignore()
+            self.show_message(reasons[0] if reasons else "")
+
+    def dragLeaveEvent(self, event) -> None:
+        """Drop the highlight."""
+        self.set_highlight(False)
 
     def dropEvent(self, event: QDropEvent) -> None:
         """Take the first dropped path."""
+        self.set_highlight(False)
         paths = local_paths(event.mimeData())
         if paths:
             self.set_path(paths[0])

@@ -22,9 +22,12 @@ import torch
 from senior_intern.adapters.store import save_adapter
 from senior_intern.config import TrainingJob
 from senior_intern.training import checkpoint as ckpt
+from senior_intern.training import distributed
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import EventCallback, LogLevel, LogMessage, StateChanged, TrainingState, TrainingStatus
+from senior_intern.training.metrics import divergence
 from senior_intern.training.result import TrainingResult
+from senior_intern.training.runlock import RunLock, mark_finished, refuse_if_finished
 from senior_intern.training.session import RunStopped, Session
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "defaultcpuallocator")
@@ -68,7 +71,12 @@ class Trainer:
 
     def resume(self, path: str | Path, control: TrainingControl | None = None, on_event: EventCallback | None = None) -> TrainingResult:
         """Continue a run from a checkpoint folder, or from the newest good checkpoint of a run folder."""
-        checkpoint = ckpt.load(ckpt.find_resumable(path))
+        def skipped(text: str) -> None:
+            if on_event is not None:
+                on_event(LogMessage(LogLevel.WARNING, text))
+
+        checkpoint = ckpt.load(ckpt.find_resumable(path, notify=skipped))
+        refuse_if_finished(checkpoint.path.parent.parent)
         return self._execute(checkpoint.job, checkpoint, control, on_event)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -78,12 +86,17 @@ class Trainer:
         self._on_event, self.current_job = on_event, job
         started, t0 = time.time(), time.perf_counter()
         session: Session | None = None
+        lock: RunLock | None = None
         try:
             self._set_state(TrainingState.PREPARING, "Preparing: loading model and dataset")
             validation = job.validate()
             if not validation.is_valid:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))
+            if checkpoint is not None and distributed.context().is_main:  # a new run's folder is locked as it is made
+                lock = RunLock.acquire(checkpoint.path.parent.parent)
+                refuse_if_finished(lock.run_dir)  # another process may have finished it meanwhile
             session = Session(job, self._emit, self._set_state, control, self._get_monitor())
+            session.run_lock = lock
             session.prepare(resume_from=checkpoint)
             session.set_state(TrainingState.TRAINING, "Training")
             early_stopped = session.train()
@@ -96,6 +109,10 @@ class Trainer:
         finally:
             self._on_event, self.current_job = None, None
             self._state = TrainingState.IDLE
+            if session is not None and session.run_lock is not None:
+                session.run_lock.release()
+            elif lock is not None:
+                lock.release()
             del session
             gc.collect()
             if torch.cuda.is_available():
@@ -124,11 +141,18 @@ class Trainer:
 
     def _finish(self, s: Session, early_stopped: bool, started: float, t0: float) -> TrainingResult:
         status = TrainingStatus.EARLY_STOPPED if early_stopped else TrainingStatus.COMPLETED
+        if not all(torch.isfinite(p).all() for p in s.params):
+            raise RunStopped("failed", "The adapter weights are not finite (the run diverged); no adapter was saved. "
+                             "Lower the learning rate (or LoRA alpha) and train again")
+        # The last steps since the last periodic save are kept before anything else can fail:
+        # a failed adapter save (full disk) then loses nothing and resume retries it.
+        final_checkpoint = s.save_checkpoint(ckpt.step_name(s.pos.global_step)) if s._saved_at != s.pos.global_step else None
+        diverged = divergence(s.tracker.history)
+        if diverged is not None:
+            raise RunStopped("failed", f"The run diverged: {diverged}; no adapter was saved. Lower the learning rate and train again")
         if early_stopped and s.checkpoints.best() is not None:
             s.lora.load_lora_state_dict(ckpt.load(s.checkpoints.best()).lora_state)
             s.log("Final adapter taken from the best checkpoint")
-        if not all(torch.isfinite(p).all() for p in s.params):
-            raise RunStopped("failed", "The adapter weights are not finite; lower the learning rate and resume from the last good checkpoint")
         final_val = None
         if s.val_loader is not None:
             best = s.pos.best_validation_loss
@@ -140,19 +164,39 @@ class Trainer:
                 self._set_state(TrainingState.EVALUATING, "Final evaluation")
                 final_val = s.evaluate()[0]
         self._set_state(TrainingState.SAVING, "Saving the adapter")
-        history = s.tracker.history
-        record = save_adapter(
-            s.default_adapters_dir(),
-            lora=s.lora,
-            job=s.job,
-            model_info=s.model_info,
-            history=history,
-            final_validation_loss=final_val,
-            run_dir=s.run_dir,
-        )
-        s.log(f"Adapter saved: {record.path}")
+        record = None
+        if s.dp.enabled:  # data parallel: the same adapter on every rank, or the run fails
+            s.log(f"Adapter identical on all {s.dp.world_size} ranks (sha256 {s.dp.check_identical(s.lora.lora_state_dict())[:16]})")
+        if s.dp.is_main:  # rank 0 alone writes the adapter
+            record = self._save_adapter(s, final_val, final_checkpoint, status)
+        s.dp.barrier()
         self._set_state(TrainingState.COMPLETED, "Training completed" if not early_stopped else "Stopped early: validation loss stopped improving")
         return self._result(s, s.job, status, started, t0, adapter=record, final_validation_loss=final_val)
+
+    @staticmethod
+    def _save_adapter(s: Session, final_val, final_checkpoint, status: TrainingStatus):
+        """Write the adapter into the library and mark the run finished; a failure says how to retry."""
+        try:
+            record = save_adapter(
+                s.default_adapters_dir(),
+                lora=s.lora,
+                job=s.job,
+                model_info=s.model_info,
+                history=s.tracker.history,
+                final_validation_loss=final_val,
+                run_dir=s.run_dir,
+            )
+        except OSError as exc:
+            kept = final_checkpoint or s.checkpoints.latest()
+            raise RunStopped(
+                "failed",
+                f"Could not save the adapter to {s.default_adapters_dir()}: {exc}. All training is kept in the "
+                f"checkpoint {kept}; free space (or fix the library folder) and retry the save with: "
+                f"senior-intern resume {s.run_dir}",
+            ) from exc
+        mark_finished(s.run_dir, record.id, str(record.path), status.value)
+        s.log(f"Adapter saved: {record.path}")
+        return record
 
     def _stopped(self, s: Session | None, job: TrainingJob, stop: RunStopped, started: float, t0: float, detail: str | None = None) -> TrainingResult:
         resume_from = None

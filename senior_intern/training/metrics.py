@@ -122,3 +122,32 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(clean) + "\n")
+
+
+# A run has diverged when its loss at the end is not finite, or when the mean of its last few
+# step losses is more than DIVERGENCE_FACTOR times the mean of its first few (and higher by more
+# than DIVERGENCE_MARGIN nats, so tiny losses that wobble do not count). Such a run ends Failed
+# and its adapter never enters the library.
+DIVERGENCE_FACTOR = 2.0
+DIVERGENCE_MARGIN = 0.5
+
+
+def divergence(history: list[TrainingMetrics]) -> str | None:
+    """Why the run with this step history diverged, or None when it did not (rule above)."""
+    losses = [m.loss for m in history]
+    if not losses:
+        return None
+    if not math.isfinite(losses[-1]):
+        return f"the training loss at the last step ({history[-1].step}) is {losses[-1]}"
+    k = max(1, min(5, len(losses) // 4))
+    first = [x for x in losses[:k] if math.isfinite(x)]
+    if len(losses) < 2 or not first:
+        return None
+    start, end = sum(first) / len(first), sum(losses[-k:]) / k
+    if not math.isfinite(end):
+        return f"the training loss over the last {k} steps is not finite"
+    if end > DIVERGENCE_FACTOR * start and end - start > DIVERGENCE_MARGIN:
+        return (
+            f"the training loss rose from {start:.4f} to {end:.4f} (more than {DIVERGENCE_FACTOR:g}x its start)"
+        )
+    return None

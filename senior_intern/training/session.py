@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,14 @@ from senior_intern.hardware.metrics import HardwareMetrics
 from senior_intern.lora import LoraModel
 from senior_intern.models import load_base_model
 from senior_intern.training import checkpoint as ckpt
+from senior_intern.training import distributed
 from senior_intern.training.early_stopping import EarlyStopping
 from senior_intern.training.events import Evaluated, LogLevel, LogMessage, Progress, TrainingMetrics, TrainingState
 from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
+from senior_intern.training.runlock import RunLock
 
 
 class RunStopped(Exception):
@@ -90,6 +93,8 @@ class Session:
         self._start_step = 0
         self.group_start: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.last_validation: tuple[float, float] | None = None
+        self.run_lock: RunLock | None = None  # held for the whole run; the Trainer releases it
+        self.dp = distributed.DataParallel()  # data parallel hooks; pass-throughs in one process
 
     def set_state(self, new: TrainingState, message: str = "") -> None:
         """Move to ``new`` (the Trainer emits the StateChanged event)."""
@@ -104,7 +109,7 @@ class Session:
     def prepare(self, resume_from: ckpt.Checkpoint | None = None) -> None:
         """Load the model, wrap it with LoRA, load the data, build optimizer and scheduler."""
         job, cfg = self.job, self.cfg
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(self.dp.ctx, resolve_device(cfg.device))
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.log(f"Device {self.device}, dtype {str(self.dtype).removeprefix('torch.')}")
         torch.manual_seed(cfg.seed)
@@ -126,12 +131,16 @@ class Session:
             else:
                 raise ValueError(f"{job.base_model_path}: this model does not support gradient checkpointing; turn it off")
         self.forward = CausalLMForward(loaded.model, cfg.loss_chunk_size)
+        if self.dp.enabled:  # distributed: per-rank dropout streams, the world in the log
+            torch.manual_seed(cfg.seed + self.dp.rank)
+            self.log(distributed.describe(self.dp.ctx, self.device, self.dp.gather(os.getpid())))
         self.log(f"Loading dataset {job.dataset_path}")
         data = load_training_data(job, self.tokenizer)
         for line in data.messages:
             self.log(line, LogLevel.WARNING if "skipped" in line or "truncated" in line else LogLevel.INFO)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        common = dict(pad_id=pad_id, max_seq_length=cfg.max_seq_length, packing=cfg.packing, seed=cfg.seed)
+        common = dict(pad_id=pad_id, max_seq_length=cfg.max_seq_length, packing=cfg.packing, seed=cfg.seed,
+                      rank=self.dp.rank, world_size=self.dp.world_size)
         self.train_loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, **common)
         self.val_loader = BatchLoader(data.validation, cfg.batch_size, shuffle=False, **common) if data.validation else None
         self.total_samples = len(data.train)
@@ -144,19 +153,25 @@ class Session:
         for warning in job.validate(total_steps=self.total_steps).warnings:
             self.log(warning, LogLevel.WARNING)
         self.params = self.lora.lora_parameters()
+        self.dp.wrap(loaded.model, self.forward, self.params)
         self.optimizer = build_optimizer(self.params, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.log(
             f"{self.total_samples} training samples, {len(data.validation)} validation samples; "
-            f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps in all"
+            f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps in all; global batch "
+            f"{cfg.batch_size * self.dp.world_size * cfg.gradient_accumulation_steps} = {cfg.batch_size} per process "
+            f"x {self.dp.world_size} processes x {cfg.gradient_accumulation_steps} accumulation steps"
         )
         if resume_from is not None:
             self._restore(resume_from)
         else:
-            self.run_dir = unique_run_dir(job)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            job.save(self.run_dir / "job.toml")
-            (self.run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+            self.run_dir = self.dp.broadcast(unique_run_dir(job) if self.dp.is_main else None)
+            if self.dp.is_main:  # rank 0 alone writes, and holds the run's lock
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.run_lock = RunLock.acquire(self.run_dir)
+                job.save(self.run_dir / "job.toml")
+                (self.run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+            self.dp.barrier()
             self.train_loader.set_epoch(0)
         self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", cfg.max_checkpoints)
 
@@ -165,15 +180,24 @@ class Session:
         self.lora.load_lora_state_dict(c.lora_state)
         self.optimizer.load_state_dict(c.trainer_state["optimizer"])
         self.scheduler.load_state_dict(c.trainer_state["scheduler"])
-        ckpt.restore_rng_state(c.trainer_state["rng"])
         s = c.state
+        saved_world, ranks_rng = int(s.get("world_size", 1)), c.trainer_state.get("rng_ranks")
+        same_world = saved_world == self.dp.world_size
+        ckpt.restore_rng_state(ranks_rng[self.dp.rank] if same_world and ranks_rng else c.trainer_state["rng"])
         self.pos = Position(**s["position"])
         self.train_loader.load_state_dict(s["loader"])
+        if not same_world:  # the loader kept the rows already trained this epoch
+            self.pos.step_in_epoch = self.train_loader.index // self.cfg.gradient_accumulation_steps
+            self.log(f"The checkpoint was written by {saved_world} process(es), this run has {self.dp.world_size}: "
+                     f"continuing at batch {self.train_loader.index} of epoch {self.pos.epoch + 1} with "
+                     f"{self.steps_per_epoch} steps per epoch; not bitwise the same as an uninterrupted run",
+                     LogLevel.WARNING)
         self.early.load_state_dict(s["early_stopping"])
         self.tracker.load_records(s["history"])
         self._saved_at = self.pos.global_step
-        with (self.run_dir / "metrics.jsonl").open("w", encoding="utf-8"):
-            pass
+        if self.dp.is_main:
+            with (self.run_dir / "metrics.jsonl").open("w", encoding="utf-8"):
+                pass
         for m in self.tracker.history:
             self._write_metrics(m)
         self.log(f"Resumed from {c.path} at step {self.pos.global_step} of {self.total_steps}")
@@ -213,6 +237,8 @@ class Session:
 
     def check_control(self) -> None:
         """Between micro-batches: wait while paused (no CPU), raise ``RunStopped`` on cancel."""
+        if self.dp.enabled:  # every rank takes the same decision at the same micro-batch
+            return self.dp.check_control(self)
         if self.control is None:
             return
         if self.control.paused and not self.control.cancelled:
@@ -228,19 +254,23 @@ class Session:
 
     def _optimizer_step(self, group: list) -> None:
         cfg, pos = self.cfg, self.pos
-        total_trained = sum(b.n_trained_tokens for b in group)
+        # Counts over every rank: the loss is normalised by the global number of trained tokens.
+        total_trained, n_samples, n_tokens = (int(v) for v in self.dp.sum(
+            sum(b.n_trained_tokens for b in group), sum(b.n_samples for b in group), sum(b.n_tokens for b in group)))
         normaliser = max(total_trained, 1)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for batch in group:
+        for batch, sync in self.dp.micro_steps(group):  # gradients all-reduced on the last only
             self.check_control()
             # Labels stay on the CPU: the loss selects trained positions without a device sync.
-            parts = self.forward(training_inputs(batch, self.dtype, self.device, self.forward.segments), batch.labels)
-            (parts.loss_sum / normaliser).backward()
+            with sync:
+                parts = self.dp.forward(training_inputs(batch, self.dtype, self.device, self.forward.segments), batch.labels)
+                self.dp.backward(parts.loss_sum * self.dp.loss_scale / normaliser)
             loss_sum += parts.loss_sum.detach().float()
             correct += parts.n_correct
         # One device sync per optimizer step: the loss and the gradient norm.
-        loss = loss_sum.item() / normaliser
+        loss_total, correct_total = self.dp.sum(loss_sum, correct)
+        loss = loss_total / normaliser
         grad_norm = clip_grad_norm(self.params, cfg.max_grad_norm)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
@@ -261,8 +291,8 @@ class Session:
         self.scheduler.step()
         pos.global_step += 1
         pos.step_in_epoch += 1
-        pos.samples += sum(b.n_samples for b in group)
-        pos.tokens += sum(b.n_tokens for b in group)
+        pos.samples += n_samples
+        pos.tokens += n_tokens
         pos.trained_tokens += total_trained
         metrics = TrainingMetrics(
             step=pos.global_step,
@@ -270,7 +300,7 @@ class Session:
             loss=loss,
             learning_rate=lr,
             grad_norm=grad_norm,
-            token_accuracy=correct.item() / normaliser,
+            token_accuracy=correct_total / normaliser,
         )
         self.tracker.record(metrics)
         self._write_metrics(metrics, eval_line=False)
@@ -304,6 +334,8 @@ class Session:
         )
 
     def _write_metrics(self, m: TrainingMetrics, eval_line: bool = True) -> None:
+        if not self.dp.is_main:
+            return
         path = self.run_dir / "metrics.jsonl"
         append_jsonl(path, {"type": "train", "step": m.step, "epoch": m.epoch, "loss": m.loss, "lr": m.learning_rate,
                             "grad_norm": m.grad_norm, "token_accuracy": m.token_accuracy, "time": m.timestamp})
@@ -311,6 +343,8 @@ class Session:
             self._write_eval_line(m.step, m.epoch, m.validation_loss, m.validation_accuracy)
 
     def _write_eval_line(self, step: int, epoch: int, loss: float, acc: float | None) -> None:
+        if not self.dp.is_main:
+            return
         append_jsonl(self.run_dir / "metrics.jsonl",
                      {"type": "eval", "step": step, "epoch": epoch, "validation_loss": loss, "validation_accuracy": acc, "time": time.time()})
 
@@ -329,6 +363,7 @@ class Session:
                     n += parts.n_valid
         finally:
             self.lora.train()
+        loss_sum, correct, n = self.dp.sum(loss_sum, correct, n)  # every rank evaluated its shard
         return (loss_sum / n if n else math.nan), (correct / n if n else 0.0)
 
     def _maybe_evaluate(self, force: bool) -> None:
@@ -389,11 +424,18 @@ class Session:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state,
         }
-        info = self.checkpoints.save(name, lora_state=self.lora.lora_state_dict(), trainer_state=trainer_state, state=state, job=self.job)
+        # Every rank's RNG state and loader position; rank 0 alone writes, the others wait.
+        trainer_state["rng_ranks"] = self.dp.gather(rng_state)
+        state["world_size"], state["loader_ranks"] = self.dp.world_size, self.dp.gather(loader_state)
+        path = self.checkpoints.dir / name
+        if self.dp.is_main:
+            info = self.checkpoints.save(name, lora_state=self.lora.lora_state_dict(), trainer_state=trainer_state, state=state, job=self.job)
+            path = Path(info.path)
+            self.log(f"Checkpoint {name} saved ({info.size_bytes / 1e6:.1f} MB)")
+        self.dp.barrier()
         if name != ckpt.BEST:
             self._saved_at = pos.global_step
-        self.log(f"Checkpoint {name} saved ({info.size_bytes / 1e6:.1f} MB)")
-        return Path(info.path)
+        return path
 
     def default_adapters_dir(self) -> Path:
         """The adapter library this job saves into."""
