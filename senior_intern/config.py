@@ -234,12 +234,9 @@ class TrainingJob:
 
     def save(self, path: str | Path) -> Path:
         """Write the job as TOML (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(tomli_w.dumps(self.to_dict()), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from senior_intern.layout import write_text_atomic
+
+        return write_text_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainingJob":

@@ -16,6 +16,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
+from senior_intern.layout import folder_size
 from senior_intern.adapters.store import CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, check_id, new_adapter_id, write_json
 
 
@@ -48,10 +49,6 @@ def check_name(name: str) -> str:
     if len(clean) > 200 or any(c in clean for c in "/\\\n\r\t\0") or clean.startswith(".."):
         raise ValueError(f"Invalid adapter name {name!r}: one line, at most 200 characters, no '/', '\\' or leading '..'")
     return clean
-
-
-def _folder_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -93,7 +90,7 @@ class AdapterLibrary:
 
     # --- reading --------------------------------------------------------------------------------
     def _info(self, path: Path) -> AdapterInfo:
-        size = _folder_size(path)
+        size = folder_size(path)
         base = {"id": path.name, "name": path.name, "path": path, "size_bytes": size}
         try:
             if not (path / CONFIG_FILE).is_file():

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+from senior_intern import layout
+
+ADAPTER_CONFIG = layout.ADAPTER_CONFIG_FILE
+ADAPTER_WEIGHTS = layout.ADAPTER_WEIGHTS_FILE
 MERGE_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,

@@ -27,12 +27,14 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from senior_intern import layout
 from senior_intern.config import TrainingJob
+from senior_intern.layout import write_text_atomic
 
 FORMAT_VERSION = 1
-METADATA_FILE = "senior_intern.json"
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+METADATA_FILE = layout.ADAPTER_METADATA_FILE
+CONFIG_FILE = layout.ADAPTER_CONFIG_FILE
+WEIGHTS_FILE = layout.ADAPTER_WEIGHTS_FILE
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -79,9 +81,7 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(_clean(data), indent=2))
 
 
 def save_adapter(

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from senior_intern import paths
+from senior_intern import layout, paths
 from senior_intern.config import ConfigError, TrainingJob
 
-METADATA_FILE = "senior_intern.json"  # written by senior_intern.adapters.store
+METADATA_FILE = layout.ADAPTER_METADATA_FILE  # written by senior_intern.adapters.store
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def adapter_run_dirs(library_root: str | Path) -> set[Path]:
 
 def _library_of(run_dir: Path) -> Path:
     try:
-        job = TrainingJob.load(run_dir / "job.toml")
+        job = TrainingJob.load(run_dir / layout.JOB_FILE)
     except (OSError, ConfigError):
         return paths.adapters_dir()
     return Path(job.adapters_dir) if job.adapters_dir else paths.adapters_dir()
@@ -61,7 +61,7 @@ def find_interrupted_runs(runs_root: str | Path | None = None) -> list[Interrupt
     finished: dict[Path, set[Path]] = {}
     out = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        states = sorted((run_dir / "checkpoints").glob("step-*/state.json"))
+        states = sorted((run_dir / layout.CHECKPOINTS_DIR).glob(f"{layout.CHECKPOINT_PREFIX}*/{layout.STATE_FILE}"))
         if not states:
             continue
         library = _library_of(run_dir)
@@ -70,9 +70,8 @@ def find_interrupted_runs(runs_root: str | Path | None = None) -> list[Interrupt
         if run_dir.resolve() in finished[library]:
             continue
         newest = states[-1]
-        try:
-            step = int(newest.parent.name.removeprefix("step-"))
-        except ValueError:
+        step = layout.checkpoint_step(newest.parent.name)
+        if step is None:
             continue
         out.append(InterruptedRun(run_dir, run_dir.name, step, newest.stat().st_mtime))
     return sorted(out, key=lambda r: r.modified, reverse=True)

@@ -11,11 +11,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from senior_intern import paths
+from senior_intern.layout import write_text_atomic
 
 BLOCK_SIZE = 8 * 1024 * 1024
 DIGEST_SIZE = 20
@@ -38,16 +38,7 @@ def _read_index() -> dict[str, dict]:
 def _write_index(index: dict[str, dict]) -> None:
     """Write the index atomically, dropping entries of files that no longer exist."""
     kept = {key: entry for key, entry in index.items() if os.path.exists(key)}
-    folder = _index_path().parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hashes-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(kept, f, indent=1, sort_keys=True)
-        os.replace(tmp, _index_path())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(_index_path(), json.dumps(kept, indent=1, sort_keys=True))
 
 
 def hash_file_content(path: Path) -> str:

@@ -36,11 +36,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from senior_intern.config import ConfigError, TrainingJob
+from senior_intern.layout import BEST, checkpoint_name, folder_size
+from senior_intern.layout import CHECKPOINT_FILES as _FILES
 from senior_intern.training.result import CheckpointInfo
 
 FORMAT_VERSION = 1
-BEST = "best"
-_FILES = ("lora.safetensors", "trainer_state.pt", "state.json", "job.toml")
 
 
 class CheckpointError(ValueError):
@@ -78,10 +78,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _sha256(path: Path) -> str:
@@ -132,7 +128,7 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 def step_name(step: int) -> str:
     """Folder name of the regular checkpoint at ``step``."""
-    return f"step-{step:07d}"
+    return checkpoint_name(step)
 
 
 class CheckpointManager:
@@ -204,7 +200,7 @@ class CheckpointManager:
         """Bytes a new checkpoint will take: the newest existing one's size, else ~4x the LoRA weights
         (weights + Adam's two moments + slack), plus 10% and 1 MB for the small files."""
         existing = sorted(p for p in self.dir.glob("step-*") if p.is_dir())
-        base = _dir_size(existing[-1]) if existing else 4 * sum(t.numel() * t.element_size() for t in tensors.values())
+        base = folder_size(existing[-1]) if existing else 4 * sum(t.numel() * t.element_size() for t in tensors.values())
         return int(base * 1.1) + 1_000_000
 
     def _prune(self) -> None:
@@ -222,7 +218,7 @@ class CheckpointManager:
             loss=state.get("loss"),
             validation_loss=state.get("validation_loss"),
             created_at=float(state.get("created_at", 0.0)),
-            size_bytes=_dir_size(path),
+            size_bytes=folder_size(path),
             is_best=path.name == BEST,
         )
 

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from senior_intern.config import LoraConfig, OptimizerType, TrainingJob
+from senior_intern.layout import write_text_atomic
 from senior_intern.models.tokenizer import model_folder
 
 # Modules that read the same input tensor in a Llama-family block (their LoRA inputs are shared).
@@ -319,10 +320,7 @@ def matmul_flops_per_second(device: str, dtype: torch.dtype, m: int, k: int, n: 
         return float(best)
     rates[key] = measured
     with contextlib.suppress(OSError):  # a read-only cache folder: the measurement still serves this process
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rates, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(rates, indent=1, sort_keys=True))
     return measured
 
 
