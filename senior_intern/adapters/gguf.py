@@ -171,8 +171,22 @@ def llama_qk_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows[order]
 
 
+def check_export_target(out_path: str | Path, base_model_path: str | Path, overwrite: bool) -> None:
+    """Refuse to write over the base model (ever) or over an existing file (unless ``overwrite``)."""
+    out, base = Path(out_path).expanduser(), Path(base_model_path).expanduser()
+    if out.exists():
+        same = base.exists() and (os.path.samefile(out, base) or (base.is_dir() and out.resolve().is_relative_to(base.resolve())))
+        if same:
+            raise ValueError(f"{out} is the base model; choose another output file (-o)")
+        if out.is_dir():
+            raise IsADirectoryError(f"{out} is a folder; give a file name for the GGUF adapter (-o)")
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; choose another output file (-o) or pass --force to replace it")
+
+
 def export_gguf(
-    adapter_dir: str | Path, base_model_path: str | Path, out_path: str | Path, dtype: str = "f32"
+    adapter_dir: str | Path, base_model_path: str | Path, out_path: str | Path, dtype: str = "f32",
+    overwrite: bool = False,
 ) -> Path:
     """Write a PEFT LoRA adapter as a GGUF LoRA adapter for the GGUF version of its base model.
 
@@ -185,8 +199,10 @@ def export_gguf(
     ``alpha * sqrt(r)``; a layer whose own scale (``alpha_pattern``) differs from
     ``adapter.lora.alpha / r_layer`` gets the ratio multiplied into its B. DoRA, trained biases,
     non-finite weights and layers without a GGUF tensor raise ValueError. The file is written
-    to a temporary name and renamed into place. Returns ``out_path``.
+    to a temporary name and renamed into place. An existing ``out_path`` is refused unless
+    ``overwrite``; the base model itself is refused always. Returns ``out_path``.
     """
+    check_export_target(out_path, base_model_path, overwrite)
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(GGUF_DTYPES)}, got {dtype!r}")
     adapter = read_peft_adapter(adapter_dir)

@@ -152,11 +152,17 @@ def _run_engine(start, device: str = "auto") -> int:
         print("\nCancelling (Ctrl-C again to abort)...", file=sys.stderr)
         control.cancel()
 
+    def on_sigterm(signum, frame):  # timeout, docker stop, systemd: save a checkpoint and stop
+        print("\nSIGTERM: saving a checkpoint at the next micro-batch, then stopping...", file=sys.stderr)
+        control.cancel()
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = start(Trainer(), control, reporter)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
         reporter.close()
         distributed.shutdown()
     cancelled = result.status.value == "Cancelled"

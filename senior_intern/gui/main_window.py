@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSize, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShowEvent
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
-from senior_intern.gui import drops, screen_fit
+from senior_intern.gui import appearance, drops, screen_fit
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -98,6 +98,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.state_label)
         self.statusBar().addPermanentWidget(self.device_label)
         self._build_menus()
+        appearance.apply(self.appearance_mode())
+        appearance.focus_ring(self.train_page.start_button)
         self._connect()
 
         screen_fit.place_window(self, self.settings.geometry())
@@ -139,6 +141,16 @@ class MainWindow(QMainWindow):
         view = bar.addMenu("&View")
         for index, name in enumerate(PAGES):
             self.actions_[f"page_{name.lower()}"] = self._action(view, name, lambda _=False, i=index: self.show_page(i), (f"Ctrl+{index + 1}",))
+        view.addSeparator()
+        looks = view.addMenu("&Appearance")
+        group = QActionGroup(self)
+        current = self.appearance_mode()
+        for mode in appearance.MODES:
+            action = self._action(looks, mode, lambda _=False, m=mode: self.set_appearance(m))
+            action.setCheckable(True)
+            action.setChecked(mode == current)
+            group.addAction(action)
+            self.actions_[f"appearance_{mode.lower()}"] = action
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&About Senior Intern", self._about)
         self.actions_["pause"].setEnabled(False)
@@ -264,6 +276,17 @@ class MainWindow(QMainWindow):
             self.show_page(TRAIN)
             self.statusBar().showMessage("Using " + "; ".join(used), 8000)
         return used
+
+    def appearance_mode(self) -> str:
+        """The saved Light/Dark/System choice ("System" when none or unknown)."""
+        mode = str(self.settings.value(appearance.SETTING, "System"))
+        return mode if mode in appearance.MODES else "System"
+
+    def set_appearance(self, mode: str) -> None:
+        """Apply and remember Light, Dark or System; widgets and charts follow the palette."""
+        appearance.apply(mode)
+        self.settings.set_value(appearance.SETTING, mode)
+        self.actions_[f"appearance_{mode.lower()}"].setChecked(True)
 
     def _highlight_drop_zones(self, on: bool) -> None:
         for picker in (self.train_page.model_picker, self.train_page.dataset_picker):
