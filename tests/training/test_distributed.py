@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,10 +106,11 @@ def test_resume_with_another_world_size_says_it_is_not_bitwise(two_runs):
     from senior_intern.training.events import LogMessage
 
     root, _, _ = two_runs
+    # The run itself finished (a finished run refuses to resume): its mid-run checkpoint, copied.
+    copy = root / "copy" / "checkpoints" / "step-0000004"
+    shutil.copytree(root / "two" / "runs" / "t" / "checkpoints" / "step-0000004", copy)
     events = []
-    run = root / "two" / "runs" / "t"
-    (run / "finished.json").unlink()  # as if the run had stopped after step 4 (a finished run is not resumed)
-    result = Trainer().resume(run / "checkpoints" / "step-0000004", on_event=events.append)
+    result = Trainer().resume(copy, on_event=events.append)
     assert result.success, result.error_message
     text = " ".join(e.text for e in events if isinstance(e, LogMessage))
     assert "written by 2 process(es), this run has 1" in text and "not bitwise" in text
