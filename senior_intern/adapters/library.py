@@ -256,7 +256,12 @@ def _convert_bin(src: Path, dst: Path) -> None:
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # refuse anything that needs free unpickling
-        raise ValueError(f"{src} could not be read safely (weights_only) and was refused: {exc}") from exc
+        # torch's own message advises retrying with weights_only=False, i.e. running the file's code: not repeated.
+        reason = str(exc).split("\n")[0].strip()
+        raise ValueError(
+            f"{src} holds more than plain tensors (Python objects that would run code when unpickled) and was "
+            f"refused ({reason}); convert the adapter to safetensors where it was made and import that"
+        ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{src} does not hold a dict of tensors; refused")
     save_file({k: v.contiguous() for k, v in state.items()}, str(dst))

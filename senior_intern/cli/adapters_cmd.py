@@ -25,10 +25,15 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences included) shown as escapes, not run."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _row(i: AdapterInfo) -> str:
     if i.damaged:
-        return f"{i.id:<36} DAMAGED: {i.damaged}"
-    return (f"{i.id:<36} {i.name[:24]:<24} {i.created[:19]:<19} r={i.rank!s:<4} alpha={i.alpha!s:<6} "
+        return f"{printable(i.id):<36} DAMAGED: {printable(i.damaged)}"
+    return (f"{i.id:<36} {printable(i.name)[:24]:<24} {i.created[:19]:<19} r={i.rank!s:<4} alpha={i.alpha!s:<6} "
             f"loss={_fmt(i.final_loss):<7} best_val={_fmt(i.best_validation_loss):<7} {format_bytes(i.size_bytes)}")
 
 
@@ -48,7 +53,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = lib.get(args.id)
     print(_row(info))
     for key in ("name", "description", "created", "base_model", "base_model_hash", "target_modules", "path"):
-        print(f"  {key}: {getattr(info, key)}")
+        print(f"  {key}: {printable(getattr(info, key))}")
     meta = lib.metadata(args.id)
     for key in ("lora_config", "training_config"):
         if key in meta:

@@ -53,6 +53,11 @@ def special_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
+# More characters than any real token has: a text prefix of ``n * MAX_CHARS_PER_TOKEN`` characters
+# always holds at least ``n`` tokens, so records longer than that are tokenised only that far.
+MAX_CHARS_PER_TOKEN = 64
+
+
 class Encoder:
     """Turns segments and files into ``Sample``s for one tokenizer and sequence length."""
 
@@ -73,17 +78,27 @@ class Encoder:
         and does not already end with it."""
         ids: list[int] = list(self.prefix) if add_prefix else []
         labels: list[int] = [IGNORE_INDEX] * len(ids)
+        cut = False
         for text, trained in segments:
+            room = self.max_seq_length + 1 - len(ids)  # one more token than fits marks the truncation
+            if room <= 0:
+                cut = True  # already full: later segments are not tokenised at all
+                break
             if text is None:
                 part = [self.eos_id] if self.eos_id is not None else []
             else:
+                # A huge record (a 58 MB line) would be tokenised whole only to be cut: tokenise a prefix
+                # that holds more than ``room`` tokens, at MAX_CHARS_PER_TOKEN characters a token at most.
+                limit = room * MAX_CHARS_PER_TOKEN
+                if len(text) > limit:
+                    text, cut = text[:limit], True
                 part = self.ids(text)
             ids += part
             labels += part if trained else [IGNORE_INDEX] * len(part)
         if segments and segments[-1][1] and self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
             ids.append(self.eos_id)
             labels.append(self.eos_id)
-        truncated = len(ids) > self.max_seq_length
+        truncated = cut or len(ids) > self.max_seq_length
         if truncated:
             ids, labels = ids[: self.max_seq_length], labels[: self.max_seq_length]
         return Sample(ids, labels, source), truncated

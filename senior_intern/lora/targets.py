@@ -102,8 +102,8 @@ def select_targets(model: nn.Module, cfg: LoraConfig) -> TargetSelection:
                 f"target {', '.join(repr(h) for h in hits)} matched {name} ({type(module).__name__}), "
                 "which is neither nn.Linear nor nn.Embedding; not adapted"
             )
+    available = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and isinstance(m, nn.Linear)})
     if not sel.linear and not sel.embedding:
-        available = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and isinstance(m, nn.Linear)})
         sel.warnings.append(
             f"no module matched target_modules {list(cfg.target_modules)}; "
             f"available linear layer names: {', '.join(available) or '(none)'}"
@@ -111,7 +111,7 @@ def select_targets(model: nn.Module, cfg: LoraConfig) -> TargetSelection:
     else:
         for target in named:
             if target not in used:
-                sel.warnings.append(f"target {target!r} matched no module")
+                sel.warnings.append(f"target {target!r} matched no module; the model's linear layer names: {', '.join(available)}")
     if cfg.apply_to_lm_head and not heads:
         sel.warnings.append("apply_to_lm_head is set but the model has no LM head (no get_output_embeddings(), no lm_head)")
     if cfg.apply_to_embeddings and not embeds:

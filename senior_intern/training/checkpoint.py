@@ -9,19 +9,27 @@ A checkpoint folder holds everything needed to continue as if never stopped:
                          metrics history, counters (readable, no pickle)
 - ``job.toml``           the exact job
 
-It is written into ``.tmp-<name>`` and renamed into place, so a crash never leaves a half
-checkpoint under a real name. Older checkpoints are removed only after the new one is complete.
+It is written into ``.tmp-<name>``, every file and the folder are fsynced, and then it is
+renamed into place, so a crash never leaves a half checkpoint under a real name. ``state.json``
+(written last) records the size and SHA-256 of every other file; ``verify()`` checks them, so a
+checkpoint that only looks complete (a truncated ``trainer_state.pt``, an empty ``job.toml``) is
+skipped in favour of the newest intact one. Free space is checked before a save; a save that
+fails removes its temporary folder and keeps the older checkpoints. Older checkpoints are
+removed only after the new one is complete.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -76,6 +84,52 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder to the disk (folders: where the OS allows opening them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class NoSpaceError(OSError):
+    """Not enough free disk space for a checkpoint; the message says how much is needed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e6:.1f} MB"
+
+
+def _no_space(folder: Path, needed: int) -> NoSpaceError:
+    free = shutil.disk_usage(folder).free
+    return NoSpaceError(errno.ENOSPC, f"No space left on {folder}: a checkpoint needs ~{_mb(needed)}, {_mb(free)} free; "
+                        "free some space (or lower max_checkpoints) and resume")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()  # torch.save reports a short write as "unexpected pos" in its zip writer
+    return "no space left" in text or "unexpected pos" in text or "disk quota" in text
+
+
 def step_name(step: int) -> str:
     """Folder name of the regular checkpoint at ``step``."""
     return f"step-{step:07d}"
@@ -89,6 +143,7 @@ class CheckpointManager:
             raise ValueError("Max checkpoints must be at least 1")
         self.dir = Path(checkpoint_dir)
         self.max_checkpoints = max_checkpoints
+        self.skipped: list[str] = []  # why ``latest()`` passed over newer checkpoints
 
     # --- writing ----------------------------------------------------------------------------
     def save(
@@ -100,20 +155,37 @@ class CheckpointManager:
         state: dict[str, Any],
         job: TrainingJob,
     ) -> CheckpointInfo:
-        """Write a complete checkpoint named ``name`` atomically and prune old ones."""
+        """Write a complete checkpoint named ``name`` atomically and prune old ones.
+
+        Raises ``NoSpaceError`` (before writing, or when the disk fills during the write) with the
+        space needed and free; the temporary folder is removed and older checkpoints stay.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / name
         tmp = self.dir / f".tmp-{name}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for stale in self.dir.glob(".tmp-*"):  # left by a crash or a failed save
+            shutil.rmtree(stale, ignore_errors=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}
+        needed = self._expected_size(tensors)
+        if shutil.disk_usage(self.dir).free < needed:
+            raise _no_space(self.dir, needed)
         tmp.mkdir()
         state = {**state, "format_version": FORMAT_VERSION, "created_at": time.time(), "name": name}
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}
-        save_file(tensors, str(tmp / "lora.safetensors"))
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-        job.save(tmp / "job.toml")
-        # state.json last: its presence marks a complete folder even before the rename.
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")
+        try:
+            save_file(tensors, str(tmp / "lora.safetensors"))
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+            job.save(tmp / "job.toml")
+            state["files"] = {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in _FILES if f != "state.json"}
+            # state.json last: its presence marks a complete folder even before the rename.
+            (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")
+            for f in _FILES:
+                _fsync(tmp / f)
+            _fsync(tmp)
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _is_disk_full(exc):
+                raise _no_space(self.dir, needed) from exc
+            raise
         if final.exists():
             old = self.dir / f".old-{name}"
             if old.exists():
@@ -123,9 +195,17 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(final)
+        _fsync(self.dir)
         if name != BEST:
             self._prune()
         return self._info(final, state)
+
+    def _expected_size(self, tensors: dict[str, torch.Tensor]) -> int:
+        """Bytes a new checkpoint will take: the newest existing one's size, else ~4x the LoRA weights
+        (weights + Adam's two moments + slack), plus 10% and 1 MB for the small files."""
+        existing = sorted(p for p in self.dir.glob("step-*") if p.is_dir())
+        base = _dir_size(existing[-1]) if existing else 4 * sum(t.numel() * t.element_size() for t in tensors.values())
+        return int(base * 1.1) + 1_000_000
 
     def _prune(self) -> None:
         regular = sorted(p for p in self.dir.glob("step-*") if p.is_dir())
@@ -157,13 +237,14 @@ class CheckpointManager:
         return out
 
     def latest(self) -> Path | None:
-        """Newest loadable regular checkpoint (damaged ones are skipped), or None."""
+        """Newest loadable regular checkpoint (damaged ones are skipped and listed in ``skipped``), or None."""
+        self.skipped = []
         for path in sorted(self.dir.glob("step-*"), reverse=True):
             try:
                 verify(path)
                 return path
-            except CheckpointError:
-                continue
+            except CheckpointError as exc:
+                self.skipped.append(str(exc))
         return None
 
     def best(self) -> Path | None:
@@ -208,6 +289,12 @@ def verify(path: str | Path) -> dict[str, Any]:
     expected = (path / "lora.safetensors").stat().st_size
     if expected < 8:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is truncated")
+    for name, meta in (state.get("files") or {}).items():  # older checkpoints have no manifest
+        actual = (path / name).stat().st_size
+        if actual != meta.get("size"):
+            raise CheckpointError(f"Checkpoint {path} is damaged: {name} has {actual} bytes, {meta.get('size')} were written")
+        if _sha256(path / name) != meta.get("sha256"):
+            raise CheckpointError(f"Checkpoint {path} is damaged: {name} does not match its recorded SHA-256")
     return state
 
 
@@ -230,17 +317,25 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(path=path, lora_state=lora_state, trainer_state=trainer_state, state=state, job=job)
 
 
-def find_resumable(path: str | Path) -> Path:
-    """A checkpoint to resume from: the folder itself, or the newest good one of a run folder."""
+def find_resumable(path: str | Path, notify: Callable[[str], None] | None = None) -> Path:
+    """A checkpoint to resume from: the folder itself, or the newest intact one of a run folder.
+
+    ``notify`` hears one line for each newer checkpoint that was damaged and skipped."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint or run folder not found: {path}")
     if (path / "state.json").is_file():
         verify(path)
         return path
+    skipped: list[str] = []
     for candidate in (path / "checkpoints", path):
         if candidate.is_dir():
-            found = CheckpointManager(candidate).latest()
+            manager = CheckpointManager(candidate)
+            found = manager.latest()
+            skipped += manager.skipped
             if found is not None:
+                if notify is not None:
+                    for reason in skipped:
+                        notify(f"{reason}; resuming from the newest intact checkpoint, {found.name}")
                 return found
-    raise CheckpointError(f"No usable checkpoint in {path}")
+    raise CheckpointError(f"No usable checkpoint in {path}" + (": " + "; ".join(skipped) if skipped else ""))

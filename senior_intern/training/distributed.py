@@ -159,7 +159,7 @@ class DataParallel:
         # The frozen base is the same on every rank (loaded from the same files): not broadcast.
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, frozen)
         ids = [self.ctx.local_rank] if self.ctx.backend == "nccl" else None
-        self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids)  # ignored: base and buffers
 
     def forward(self, inputs: dict[str, Any], labels: torch.Tensor):
         """The loss parts of one micro-batch (through DDP when distributed)."""

@@ -71,7 +71,11 @@ class Trainer:
 
     def resume(self, path: str | Path, control: TrainingControl | None = None, on_event: EventCallback | None = None) -> TrainingResult:
         """Continue a run from a checkpoint folder, or from the newest good checkpoint of a run folder."""
-        checkpoint = ckpt.load(ckpt.find_resumable(path))
+        def skipped(text: str) -> None:
+            if on_event is not None:
+                on_event(LogMessage(LogLevel.WARNING, text))
+
+        checkpoint = ckpt.load(ckpt.find_resumable(path, notify=skipped))
         refuse_if_finished(checkpoint.path.parent.parent)
         return self._execute(checkpoint.job, checkpoint, control, on_event)
 

@@ -117,7 +117,8 @@ def test_warning_when_nothing_matched_lists_the_linear_names():
 def test_warnings_for_unused_targets_and_non_linear_matches():
     lora = LoraModel(Toy(), cfg(target_modules=["attn", "nope", "norm"]))
     assert lora.matched_modules == ["blocks.0.attn", "blocks.1.attn"]
-    assert "target 'nope' matched no module" in lora.warnings
+    # issue 13: an unknown target lists the module names the model has
+    assert "target 'nope' matched no module; the model's linear layer names: 0, 3, attn, lm_head" in lora.warnings
     assert any("blocks.0.norm (LayerNorm)" in w for w in lora.warnings)
 
 

@@ -106,7 +106,9 @@ def test_resume_with_another_world_size_says_it_is_not_bitwise(two_runs):
 
     root, _, _ = two_runs
     events = []
-    result = Trainer().resume(root / "two" / "runs" / "t" / "checkpoints" / "step-0000004", on_event=events.append)
+    run = root / "two" / "runs" / "t"
+    (run / "finished.json").unlink()  # as if the run had stopped after step 4 (a finished run is not resumed)
+    result = Trainer().resume(run / "checkpoints" / "step-0000004", on_event=events.append)
     assert result.success, result.error_message
     text = " ".join(e.text for e in events if isinstance(e, LogMessage))
     assert "written by 2 process(es), this run has 1" in text and "not bitwise" in text

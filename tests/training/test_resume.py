@@ -116,8 +116,9 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tiny_job: Train
     tiny_job.training.eval_every = 0  # no 'best' checkpoint in the way
     monkeypatch.setattr(ckpt.torch, "save", failing_save)
     result = Trainer().run(tiny_job)
-    assert result.status is TrainingStatus.FAILED and "No space left on device" in result.error_message
     checkpoints = Path(result.run_dir) / "checkpoints"
+    assert result.status is TrainingStatus.FAILED  # issue 13: the message names the folder and the space needed
+    assert f"No space left on {checkpoints}: a checkpoint needs ~" in result.error_message
     assert not (checkpoints / "step-0000004").exists()
     assert result.resume_checkpoint == str(checkpoints / "step-0000002")
     assert ckpt.load(result.resume_checkpoint).global_step == 2
