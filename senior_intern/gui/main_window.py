@@ -17,6 +17,7 @@ from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
 from senior_intern.gui import appearance, drops, screen_fit
+from senior_intern.gui.activity import ActivityIndicator
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -95,6 +96,8 @@ class MainWindow(QMainWindow):
 
         self.state_label = QLabel("Idle")
         self.device_label = QLabel("Device: …")
+        self.activity = ActivityIndicator(self.tasks)
+        self.statusBar().addPermanentWidget(self.activity)
         self.statusBar().addPermanentWidget(self.state_label)
         self.statusBar().addPermanentWidget(self.device_label)
         self._build_menus()

@@ -42,6 +42,7 @@ class TaskRunner(QObject):
     """
 
     busy_changed = Signal(bool)
+    tasks_changed = Signal(list)  # the names of the tasks queued or running, oldest first
     _finished = Signal(int, bool, object)
 
     def __init__(self, parent: QObject | None = None, max_threads: int = 2) -> None:
@@ -52,6 +53,7 @@ class TaskRunner(QObject):
         self._callbacks: dict[int, tuple[Callable | None, Callable | None]] = {}
         self._keys: dict[int, str] = {}
         self._latest: dict[str, int] = {}
+        self._names: dict[int, str] = {}
         self._finished.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
 
     @property
@@ -66,6 +68,7 @@ class TaskRunner(QObject):
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         latest: str | None = None,
+        name: str | None = None,
     ) -> int:
         """Run ``fn(*args)`` in the background; return the task id.
 
@@ -76,17 +79,24 @@ class TaskRunner(QObject):
         task_id = next(self._ids)
         was_busy = self.busy
         self._callbacks[task_id] = (on_done, on_error)
+        self._names[task_id] = name or latest or getattr(fn, "__name__", "task").strip("_").replace("_", " ")
         if latest is not None:
             self._keys[task_id] = latest
             self._latest[latest] = task_id
         if not was_busy:
             self.busy_changed.emit(True)
         self._pool.start(_Job(self, task_id, fn, args))
+        self.tasks_changed.emit(self.names())
         return task_id
+
+    def names(self) -> list[str]:
+        """Names of the tasks queued or running (for the activity indicator), oldest first."""
+        return [self._names[i] for i in sorted(self._names)]
 
     @Slot(int, bool, object)
     def _dispatch(self, task_id: int, ok: bool, value: Any) -> None:
         on_done, on_error = self._callbacks.pop(task_id, (None, None))
+        self._names.pop(task_id, None)
         key = self._keys.pop(task_id, None)
         if key is not None and self._latest.get(key) != task_id:
             on_done = on_error = None  # superseded by a newer task of the same name
@@ -96,6 +106,7 @@ class TaskRunner(QObject):
             elif not ok and on_error is not None:
                 on_error(value)
         finally:
+            self.tasks_changed.emit(self.names())
             if not self.busy:
                 self.busy_changed.emit(False)
 
