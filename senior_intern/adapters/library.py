@@ -17,7 +17,10 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from senior_intern.layout import folder_size
-from senior_intern.adapters.store import CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, check_id, new_adapter_id, write_json
+from senior_intern.adapters.store import (
+    CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, check_id, new_adapter_id, remove_stale_temp_folders, temp_folder,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class AdapterLibrary:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_folders(self.root)  # left by a process killed while it wrote an adapter
 
     def _path(self, adapter_id: str) -> Path:
         path = self.root / check_id(adapter_id)
@@ -197,11 +201,13 @@ class AdapterLibrary:
         path = self._existing(adapter_id)
         shutil.rmtree(path)
 
-    def import_(self, source: str | Path, name: str | None = None) -> AdapterInfo:
+    def import_(self, source: str | Path, name: str | None = None, base: str | Path | None = None) -> AdapterInfo:
         """Copy a PEFT adapter folder made elsewhere into the library (metadata inferred).
 
         A folder with only a pickled ``adapter_model.bin`` is read with
-        ``torch.load(weights_only=True)`` and converted to safetensors, or refused.
+        ``torch.load(weights_only=True)`` and converted to safetensors, or refused. With ``base``
+        (a model folder or ``.gguf``), every LoRA tensor must fit a module of that base, and the
+        base is recorded as the adapter's.
         """
         source = Path(source)
         if not source.is_dir():
@@ -212,7 +218,7 @@ class AdapterLibrary:
         if str(config.get("peft_type", "LORA")).upper() != "LORA":
             raise ValueError(f"{source}: only LoRA adapters are supported (peft_type {config.get('peft_type')!r})")
         adapter_id = new_adapter_id(name or source.name)
-        tmp = self.root / f".tmp-{adapter_id}"
+        tmp = temp_folder(self.root, adapter_id)
         tmp.mkdir()
         try:
             shutil.copy2(source / CONFIG_FILE, tmp / CONFIG_FILE)
@@ -225,7 +231,13 @@ class AdapterLibrary:
             probe = self._info(tmp)
             if probe.damaged:
                 raise ValueError(f"{source} is not a usable adapter: {probe.damaged}")
+            if base is not None:
+                from senior_intern.adapters.fit import check_fits
+
+                check_fits(_weight_shapes(tmp / WEIGHTS_FILE), base)
             meta = self._inferred_meta(probe)
+            if base is not None:
+                meta["base_model"] = {"path": str(base), "hash": ""}
             meta.update(id=adapter_id, name=check_name(name or source.name),
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), imported_from=str(source))
             write_json(tmp / METADATA_FILE, meta)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import secrets
 import shutil
@@ -64,6 +65,54 @@ def new_adapter_id(name: str) -> str:
     return f"{slugify(name)}-{secrets.token_hex(4)}"
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+def temp_folder(root: Path, adapter_id: str) -> Path:
+    """A new adapter is written in ``<root>/.tmp-<id>.<pid>`` and renamed into place; the pid lets a
+    later process tell a folder left by a killed writer from one still being written."""
+    return root / f"{TEMP_PREFIX}{adapter_id}.{os.getpid()}"
+
+
+def remove_stale_temp_folders(root: Path) -> list[Path]:
+    """Remove the temporary adapter folders whose writer is gone (killed mid-save); the removed paths.
+
+    A name without a pid (older versions) counts as stale. Folders of a live process stay."""
+    import psutil
+
+    removed = []
+    for path in root.glob(f"{TEMP_PREFIX}*") if root.is_dir() else ():
+        pid = path.name.rpartition(".")[2]
+        if path.is_dir() and not (pid.isdigit() and psutil.pid_exists(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def saved_by_run(root: Path, job: TrainingJob, run_dir: str | Path | None, step: int | None) -> SavedAdapter | None:
+    """The adapter already in the library from this run at this step, if there is one.
+
+    A run killed after its adapter was renamed into place but before it was marked finished
+    resumes to the same last step; its save then finds this adapter instead of adding a twin."""
+    if run_dir is None or step is None or not root.is_dir():
+        return None
+    for path in root.iterdir():
+        meta_file = path / layout.ADAPTER_METADATA_FILE
+        if path.name.startswith(".") or not meta_file.is_file():
+            continue
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        final = meta.get("final_metrics")
+        if (meta.get("run_dir") == str(run_dir) and meta.get("job_id") == job.id
+                and isinstance(final, dict) and final.get("step") == step):
+            return SavedAdapter(path.name, path)
+    return None
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/Inf become None, enums their values, dataclasses dicts."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -102,9 +151,13 @@ def save_adapter(
 
     root = Path(library_root)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(root)
+    existing = saved_by_run(root, job, run_dir, history[-1].step if history else None)
+    if existing is not None:
+        return existing
     adapter_id = new_adapter_id(job.name)
     final = root / adapter_id
-    tmp = root / f".tmp-{adapter_id}"
+    tmp = temp_folder(root, adapter_id)
     tmp.mkdir()
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora.lora_state_dict().items()}

@@ -84,7 +84,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a PEFT adapter folder."""
-    info = _library(args).import_(args.path, name=args.name)
+    if args.base is not None and not Path(args.base).exists():
+        raise FileNotFoundError(f"Base model not found: {args.base}")
+    info = _library(args).import_(args.path, name=args.name, base=args.base)
     print(f"Imported as {info.id}")
     return 0
 
@@ -153,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = s.add_parser("import", help="import a PEFT adapter folder")
     c.add_argument("path", type=Path)
     c.add_argument("--name")
+    c.add_argument("--base", type=Path, help="base model (.gguf or HF folder) the adapter must fit; recorded as its base")
     c.set_defaults(func=cmd_import)
     c = s.add_parser("export-gguf", help="export as a GGUF LoRA for llama.cpp")
     c.add_argument("id")

@@ -97,6 +97,34 @@ def is_generated_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(lower, pattern) for pattern in GENERATED_FILES)
 
 
+_WIDE_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32 LE"), (b"\x00\x00\xfe\xff", "UTF-32 BE"),
+    (b"\xff\xfe", "UTF-16 LE"), (b"\xfe\xff", "UTF-16 BE"),
+)
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """``"UTF-16 LE"`` and the like when ``data`` is UTF-16 or UTF-32 text (by its byte-order mark,
+    or, without one, by the zero bytes that ASCII characters leave at every other position)."""
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            return name
+    head = data[:4096]
+    if len(head) < 8:
+        return None
+    quarter = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
+    if quarter[0] < 0.1 and min(quarter[1:]) > 0.7:
+        return "UTF-32 LE"
+    if quarter[3] < 0.1 and min(quarter[:3]) > 0.7:
+        return "UTF-32 BE"
+    even, odd = head[0::2].count(0) / len(head[0::2]), head[1::2].count(0) / len(head[1::2])
+    if odd > 0.6 and even < 0.1:
+        return "UTF-16 LE"
+    if even > 0.6 and odd < 0.1:
+        return "UTF-16 BE"
+    return None
+
+
 def read_source(path: Path, max_bytes: int) -> tuple[str | None, str]:
     """The text of a source file, or (None, reason) when it is too large, binary or not UTF-8."""
     try:
@@ -106,6 +134,9 @@ def read_source(path: Path, max_bytes: int) -> tuple[str | None, str]:
         data = path.read_bytes()
     except OSError as exc:
         return None, f"unreadable ({exc.strerror or exc})"
+    wide = wide_encoding(data)
+    if wide is not None:
+        return None, f"{wide} text, not UTF-8 (save it with UTF-8 encoding)"
     if b"\x00" in data:
         return None, "binary (contains NUL bytes)"
     try:

@@ -103,7 +103,9 @@ class _Builder:
     def __init__(self, tokenizer: Any, cfg: DataConfig, max_seq_length: int) -> None:
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self.encoder = Encoder(tokenizer, max_seq_length)
+        # No tokenizer: a check of the records only (``check_dataset``), nothing is tokenised.
+        self.encoder = Encoder(tokenizer, max_seq_length) if tokenizer is not None else None
+        self.kept = 0  # records and files that give a sample (or would, for a check)
         self.samples: list[Sample] = []
         self.problems: list[Problem] = []
         self.formats: Counter[DatasetFormat] = Counter()
@@ -155,6 +157,10 @@ class _Builder:
             except RecordError as exc:
                 self.problem(record.source, str(exc))
                 continue
+            if self.encoder is None:
+                self.kept += 1
+                self.formats[fmt] += 1
+                continue
             templated = fmt != DatasetFormat.TEXT and has_chat_template(self.tokenizer)
             sample, truncated = self.encoder.encode(segments, record.source, add_prefix=not templated)
             if self._keep(sample, truncated):
@@ -165,6 +171,7 @@ class _Builder:
             why = f" (the response was cut off at max_seq_length {self.encoder.max_seq_length}; shorten the prompt or raise max_seq_length)" if truncated else ""
             self.problem(sample.source, f"no trained tokens{why}")
             return False
+        self.kept += 1
         self.samples.append(sample)
         self.truncated += truncated
         return True
@@ -193,6 +200,10 @@ class _Builder:
             self.add_windows(text, display, CODE_HEADER.format(path=display), DatasetFormat.CODE)
 
     def add_windows(self, text: str, display: str, header: str, fmt: DatasetFormat) -> None:
+        if self.encoder is None:
+            self.kept += 1
+            self.formats[fmt] += 1
+            return
         for sample in self.encoder.windows(text, display, header, self.cfg.window_overlap):
             if self._keep(sample, False):
                 self.formats[fmt] += 1
@@ -207,10 +218,27 @@ def load_dataset(
     listing file:line problems when it has problems and ``skip_malformed`` is off, or when no
     sample is left.
     """
+    path, b = _read(path, tokenizer, data_cfg or DataConfig(), max_seq_length)
+    return LoadedDataset(
+        path=path, samples=b.samples, format=b.formats.most_common(1)[0][0], max_seq_length=max_seq_length,
+        records=b.records, skipped=b.skipped, truncated=b.truncated, problems=b.problems,
+        skipped_files=b.skipped_files, ignored_files=b.ignored_files, template=_template_name(tokenizer, b.formats),
+        unit=b.unit,
+    )
+
+
+def check_dataset(path: str | Path, data_cfg: DataConfig | None = None) -> None:
+    """Refuse, before any tokenizer or model is loaded, a dataset that ``load_dataset`` would refuse
+    for its records: a missing path, unreadable or non-UTF-8 files, malformed JSON, records with none
+    of the known fields (unless ``skip_malformed``), or nothing to train on. Seconds, where a model
+    load takes a minute. What needs tokens (a response cut off by max_seq_length) is found later."""
+    _read(path, None, data_cfg or DataConfig(), 2)
+
+
+def _read(path: str | Path, tokenizer: Any, cfg: DataConfig, max_seq_length: int) -> tuple[Path, _Builder]:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"Dataset not found: {path}")
-    cfg = data_cfg or DataConfig()
     fmt = DatasetFormat(cfg.format)
     b = _Builder(tokenizer, cfg, max_seq_length)
     b.read(path, fmt)
@@ -220,14 +248,9 @@ def load_dataset(
             "(--skip-malformed) to skip those records",
             b.problems,
         )
-    if not b.samples:
+    if not b.kept:
         raise DatasetError(f"{path}: the dataset is empty: {_why_empty(path, fmt, b)}", b.problems)
-    return LoadedDataset(
-        path=path, samples=b.samples, format=b.formats.most_common(1)[0][0], max_seq_length=max_seq_length,
-        records=b.records, skipped=b.skipped, truncated=b.truncated, problems=b.problems,
-        skipped_files=b.skipped_files, ignored_files=b.ignored_files, template=_template_name(tokenizer, b.formats),
-        unit=b.unit,
-    )
+    return path, b
 
 
 def _template_name(tokenizer: Any, formats: Counter) -> str:
@@ -288,6 +311,13 @@ class TrainingData:
     dataset: LoadedDataset
     validation_dataset: LoadedDataset | None
     messages: list[str]
+
+
+def check_training_data(job: TrainingJob) -> None:
+    """``check_dataset`` for the job's dataset and validation data: run before the model loads."""
+    check_dataset(job.dataset_path, job.data)
+    if job.validation_path:
+        check_dataset(job.validation_path, job.data)
 
 
 def load_training_data(job: TrainingJob, tokenizer: Any) -> TrainingData:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from senior_intern.config import DatasetFormat
-from senior_intern.data.code import SOURCE_FILENAMES, is_source_name
+from senior_intern.data.code import SOURCE_FILENAMES, is_source_name, wide_encoding
 
 RECORD_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
@@ -76,11 +76,17 @@ def _json_message(exc: json.JSONDecodeError) -> str:
 
 
 def read_bytes(path: Path, display: str) -> tuple[bytes | None, Problem | None]:
-    """The file's bytes, or a problem naming it when it cannot be read."""
+    """The file's bytes, or a problem naming it when it cannot be read or is UTF-16/UTF-32 text
+    (said once for the file, not as a bad byte on every line)."""
     try:
-        return path.read_bytes(), None
+        data = path.read_bytes()
     except OSError as exc:
         return None, Problem(display, f"cannot read the file ({exc.strerror or exc})")
+    wide = wide_encoding(data)
+    if wide is not None:
+        return None, Problem(display, f"the file is {wide} text, not UTF-8; save it with UTF-8 encoding "
+                                      f"(for example: iconv -f {wide.replace(' ', '')} -t UTF-8 IN > OUT)")
+    return data, None
 
 
 def read_text(path: Path, display: str) -> tuple[str | None, Problem | None]:

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from senior_intern.config import ConfigError, TrainingJob
-from senior_intern.layout import BEST, checkpoint_name, folder_size
+from senior_intern.layout import BEST, JOB_FILE, checkpoint_name, folder_size
 from senior_intern.layout import CHECKPOINT_FILES as _FILES
 from senior_intern.training.result import CheckpointInfo
 
@@ -334,4 +334,9 @@ def find_resumable(path: str | Path, notify: Callable[[str], None] | None = None
                     for reason in skipped:
                         notify(f"{reason}; resuming from the newest intact checkpoint, {found.name}")
                 return found
+    if not skipped and (path / JOB_FILE).is_file():  # a run folder stopped before its first save
+        raise CheckpointError(
+            f"No checkpoint in {path} yet: the run stopped before its first save, so there is nothing to resume. "
+            f"Start it again with: senior-intern train --config {path / JOB_FILE}"
+        )
     raise CheckpointError(f"No usable checkpoint in {path}" + (": " + "; ".join(skipped) if skipped else ""))

@@ -21,6 +21,7 @@ import torch
 
 from senior_intern.adapters.store import save_adapter
 from senior_intern.config import TrainingJob
+from senior_intern.data import check_training_data
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed
 from senior_intern.training.control import TrainingControl
@@ -92,6 +93,7 @@ class Trainer:
             validation = job.validate()
             if not validation.is_valid:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))
+            check_training_data(job)  # the data's own errors in seconds, not after a minute's model load
             if checkpoint is not None and distributed.context().is_main:  # a new run's folder is locked as it is made
                 lock = RunLock.acquire(checkpoint.path.parent.parent)
                 refuse_if_finished(lock.run_dir)  # another process may have finished it meanwhile
