@@ -12,10 +12,9 @@ from pathlib import Path
 
 from senior_intern.lora import PEFT_PREFIX
 
-_SIDES = (  # key suffix -> (which side, which dimension of the module it must match)
-    (".lora_A.weight", "A"), (".lora_B.weight", "B"),
-    (".lora_embedding_A", "EA"), (".lora_embedding_B", "EB"),
-)
+# key suffix -> True when the tensor's input side ([r, in] / [r, num_embeddings]) must match the
+# module's fan-in, False when its output side ([out, r] / [dim, r]) must match the fan-out
+_SIDES = ((".lora_A.weight", True), (".lora_B.weight", False), (".lora_embedding_A", True), (".lora_embedding_B", False))
 MAX_LISTED = 5
 
 
@@ -52,9 +51,7 @@ def mismatches(weight_shapes: dict[str, list[int]], modules: dict[str, tuple[int
             found.append(f"{key}: the base has no module {module!r}")
             continue
         fan_in, fan_out = modules[module]
-        # lora_A: [r, in]; lora_B: [out, r]; lora_embedding_A: [r, num_embeddings]; lora_embedding_B: [dim, r]
-        want, got = {"A": (fan_in, shape[1]), "B": (fan_out, shape[0]),
-                     "EA": (fan_in, shape[1]), "EB": (fan_out, shape[0])}[side[1]]
+        want, got = (fan_in, shape[1]) if side[1] else (fan_out, shape[0])
         if want != got:
             found.append(f"{key}: size {got}, the base's {module} needs {want}")
     return found

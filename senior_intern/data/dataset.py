@@ -105,7 +105,6 @@ class _Builder:
         self.cfg = cfg
         # No tokenizer: a check of the records only (``check_dataset``), nothing is tokenised.
         self.encoder = Encoder(tokenizer, max_seq_length) if tokenizer is not None else None
-        self.kept = 0  # records and files that give a sample (or would, for a check)
         self.samples: list[Sample] = []
         self.problems: list[Problem] = []
         self.formats: Counter[DatasetFormat] = Counter()
@@ -157,8 +156,7 @@ class _Builder:
             except RecordError as exc:
                 self.problem(record.source, str(exc))
                 continue
-            if self.encoder is None:
-                self.kept += 1
+            if self.encoder is None:  # a check: the record would give a sample
                 self.formats[fmt] += 1
                 continue
             templated = fmt != DatasetFormat.TEXT and has_chat_template(self.tokenizer)
@@ -171,7 +169,6 @@ class _Builder:
             why = f" (the response was cut off at max_seq_length {self.encoder.max_seq_length}; shorten the prompt or raise max_seq_length)" if truncated else ""
             self.problem(sample.source, f"no trained tokens{why}")
             return False
-        self.kept += 1
         self.samples.append(sample)
         self.truncated += truncated
         return True
@@ -201,7 +198,6 @@ class _Builder:
 
     def add_windows(self, text: str, display: str, header: str, fmt: DatasetFormat) -> None:
         if self.encoder is None:
-            self.kept += 1
             self.formats[fmt] += 1
             return
         for sample in self.encoder.windows(text, display, header, self.cfg.window_overlap):
@@ -248,7 +244,7 @@ def _read(path: str | Path, tokenizer: Any, cfg: DataConfig, max_seq_length: int
             "(--skip-malformed) to skip those records",
             b.problems,
         )
-    if not b.kept:
+    if not b.formats:  # one count per kept sample (or, for a check, per record or file that would give one)
         raise DatasetError(f"{path}: the dataset is empty: {_why_empty(path, fmt, b)}", b.problems)
     return path, b
 
