@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from senior_intern.data import Batch, model_inputs
+from senior_intern.data.loader import to_device
 from senior_intern.lora.fused_mlp import fuse_mlps
 from senior_intern.training.attention import enable_segment_attention, segment_lengths
 from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
@@ -39,8 +40,8 @@ def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
     ids = batch.segment_ids
     several = ids is not None and bool(ids.any())
     if ids is not None and (segments or not several):
-        inputs: dict[str, Any] = {"input_ids": batch.input_ids.to(device, non_blocking=True),
-                                  "position_ids": batch.position_ids.to(device, non_blocking=True)}
+        inputs: dict[str, Any] = {"input_ids": to_device(batch.input_ids, device),
+                                  "position_ids": to_device(batch.position_ids, device)}
         if several:
             inputs["segment_lengths"] = segment_lengths(ids)
         return inputs
