@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senior_intern.lora.functional import LoraSpec, project, project_backward, stash_plan, unstash_plan
+from senior_intern.lora.functional import LoraSpec, as_dtype, in_compute_dtype, project, project_backward, stash_plan, unstash_plan
 from senior_intern.lora.layer import LoraLayer
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -73,6 +73,8 @@ class SwiGluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, specs, *tensors):
         """Forward through the three projections; saves what backward needs."""
+        ctx.factor_dtypes = [None if t is None else t.dtype for t in tensors]
+        tensors = [t if k % 5 < 2 else in_compute_dtype(x.dtype, t)[0] for k, t in enumerate(tensors)]
         gate_t, up_t, down_t = tensors[0:5], tensors[5:10], tensors[10:15]
         g, h_gate = project(x, *gate_t, specs[0])
         u, h_up = project(x, *up_t, specs[1])
@@ -112,7 +114,7 @@ class SwiGluFunction(torch.autograd.Function):
         out = [grad_x, None]
         for grads in (gate_grads, up_grads, down_grads):
             out += [None] + ([None] * 4 if grads is None else [grads.bias, grads.a, grads.b, grads.lora_bias])
-        return tuple(out)
+        return tuple(as_dtype(g, ctx.factor_dtypes[k - 2]) if k >= 2 else g for k, g in enumerate(out))
 
 
 def _is_candidate(module: nn.Module) -> bool:
