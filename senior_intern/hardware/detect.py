@@ -237,6 +237,14 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(name)
 
 
+def empty_device_caches() -> None:
+    """Give the memory torch's caching allocators hold back to the GPU driver (CUDA and MPS)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
 def _time_matmul(dtype: torch.dtype) -> float:
     """Best-of-N seconds for one benchmark matmul in ``dtype`` on the CPU."""
     m, k, n = _BENCH_SHAPE

@@ -113,6 +113,8 @@ class Session:
         self.device = distributed.rank_device(self.dp.ctx, resolve_device(cfg.device))
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.log(f"Device {self.device}, dtype {str(self.dtype).removeprefix('torch.')}")
+        if hasattr(self.monitor, "use_device"):  # allocator figures of the run's own device
+            self.monitor.use_device(self.device)
         self.scaler = LossScaler(self.dtype, self.device)  # float16: loss scaling; else a pass-through
         self.log(f"{describe_matmul_precision(configure_matmul_precision(self.device, self.dtype))}; {self.scaler.describe()}")
         torch.manual_seed(cfg.seed)
