@@ -72,3 +72,25 @@ def test_end_of_run_empties_the_mps_cache(monkeypatch) -> None:
     monkeypatch.setattr(torch.mps, "empty_cache", lambda: emptied.append("mps"))
     detect.empty_device_caches()
     assert emptied == ["mps"]
+
+
+def test_free_gpu_memory_comes_from_nvml_without_cuda_contexts(fake_nvml, fake_cuda, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=None: pytest.fail("mem_get_info creates a CUDA context"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cuda = [d for d in detect.detect_devices() if d.kind == "cuda"]
+    gib = 1024**3
+    assert [(d.name, d.free_memory, d.total_memory) for d in cuda] == [("cuda:0", 20 * gib, 80 * gib), ("cuda:1", 14 * gib, 16 * gib)]
+    assert fake_nvml.calls["nvmlInit"] == fake_nvml.calls["nvmlShutdown"] == 1
+
+
+def test_without_nvml_free_memory_falls_back_to_torch(no_nvml_library, fake_cuda) -> None:
+    cuda = [d for d in detect.detect_devices() if d.kind == "cuda"]
+    assert [d.free_memory for d in cuda] == [fake_cuda[0]["free"], fake_cuda[1]["free"]]
+
+
+@pytest.fixture
+def no_nvml_library(monkeypatch):
+    def fail():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", fail)
