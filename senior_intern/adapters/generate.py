@@ -142,10 +142,17 @@ class Playground:
         return generate(self.model, self.tokenizer, prompt, **kw)
 
 
-def load_for_playground(base_model_path: str | Path, adapter_dir: str | Path | None = None, device: str = "cpu") -> Playground:
-    """Load the base model (and the adapter, when given) for side-by-side generation."""
+def load_for_playground(base_model_path: str | Path, adapter_dir: str | Path | None = None, device: str = "auto") -> Playground:
+    """Load the base model (and the adapter, when given) for side-by-side generation.
+
+    ``device`` "auto": the device training would pick (``hardware.detect.recommended_device``);
+    the loader's "auto" dtype then gives bfloat16 (float16) on a GPU and float32 on the CPU.
+    """
+    from senior_intern.hardware.detect import recommended_device
     from senior_intern.models import load_base_model
 
+    if device == "auto":
+        device = recommended_device()
     loaded = load_base_model(str(base_model_path), device=device)
     lora = attach_adapter(loaded.model, adapter_dir, loaded.info.content_hash) if adapter_dir else None
     return Playground(loaded.model, loaded.tokenizer, lora)

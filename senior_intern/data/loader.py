@@ -27,6 +27,22 @@ import torch
 from senior_intern.data.tokenize import IGNORE_INDEX, Sample
 
 
+def non_blocking_ok(device: torch.device | str) -> bool:
+    """Whether a host-to-``device`` copy may be ``non_blocking``: on CUDA only.
+
+    A CUDA copy from pageable memory is staged before the call returns, so the source may be
+    freed or changed at once. On MPS an asynchronous copy reads the source later, and a
+    temporary freed (or a buffer reused) meanwhile gives the device wrong values; on the CPU
+    and other backends there is nothing to overlap.
+    """
+    return torch.device(device).type == "cuda"
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``, asynchronously only where that is safe (``non_blocking_ok``)."""
+    return t.to(device, non_blocking=non_blocking_ok(device))
+
+
 @dataclass
 class Batch:
     """One micro-batch. Tensors are [B, T] ``long``:
@@ -52,8 +68,10 @@ class Batch:
         """True when rows hold several samples (``segment_ids`` is set)."""
         return self.segment_ids is not None
 
-    def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
-        """The same batch with its tensors on ``device``."""
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> "Batch":
+        """The same batch with its tensors on ``device`` (``non_blocking`` None: ``non_blocking_ok``)."""
+        if non_blocking is None:
+            non_blocking = non_blocking_ok(device)
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(
             move(self.input_ids), move(self.labels), move(self.attention_mask), move(self.position_ids),

@@ -22,6 +22,7 @@ import psutil
 import torch
 
 from senior_intern.config import SUPPORTED_DTYPES
+from senior_intern.hardware.monitor import visible_nvml_indices
 
 # Tensor cores with fast float16 arrived with compute capability 7.0 (Volta); bfloat16 with 8.0.
 _FP16_MIN_CAPABILITY = (7, 0)
@@ -128,11 +129,40 @@ def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     )
 
 
-def _cuda_device(index: int) -> DeviceInfo:
-    """Describe CUDA device ``index`` (this creates its CUDA context if there is none yet)."""
+def _nvml_memory() -> list[tuple[int, int]] | None:
+    """(free, total) bytes of every GPU torch sees, in torch's order, from NVML: no CUDA context
+    is created (``mem_get_info`` makes one, about 0.5 GB, on each GPU it asks). None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no module, no library, no driver
+        return None
+    try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+
+        def uuids() -> list[str]:
+            raw = [pynvml.nvmlDeviceGetUUID(h) for h in handles]
+            return [u.decode(errors="replace") if isinstance(u, bytes) else str(u) for u in raw]
+
+        visible = visible_nvml_indices(len(handles), os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
+        memory = [pynvml.nvmlDeviceGetMemoryInfo(handles[i]) for i in visible]
+        return [(int(m.free), int(m.total)) for m in memory]
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _cuda_device(index: int, memory: tuple[int, int] | None = None) -> DeviceInfo:
+    """Describe CUDA device ``index``; ``memory`` (free, total) from NVML, else ``mem_get_info``
+    (which creates the device's CUDA context if there is none yet)."""
     capability = tuple(torch.cuda.get_device_capability(index))
     try:
-        free, total = torch.cuda.mem_get_info(index)
+        free, total = memory if memory is not None else torch.cuda.mem_get_info(index)
     except RuntimeError:  # device busy or in an exclusive compute mode
         free, total = None, torch.cuda.get_device_properties(index).total_memory
     bf16 = bool(torch.version.hip) or capability >= _BF16_MIN_CAPABILITY
@@ -182,11 +212,16 @@ def _mps_available() -> bool:
 def detect_devices() -> list[DeviceInfo]:
     """Every device torch can use here: CUDA GPUs by index, then MPS, then the CPU (always last).
 
-    Querying free CUDA memory creates a CUDA context on each GPU the first time.
+    Free CUDA memory comes from NVML where it answers for every GPU torch sees; otherwise
+    ``mem_get_info`` creates a CUDA context on each GPU the first time.
     """
     devices: list[DeviceInfo] = []
     if torch.cuda.is_available():
-        devices.extend(_cuda_device(i) for i in range(torch.cuda.device_count()))
+        count = torch.cuda.device_count()
+        memory = _nvml_memory()
+        if memory is None or len(memory) != count:
+            memory = [None] * count
+        devices.extend(_cuda_device(i, memory[i]) for i in range(count))
     if _mps_available():
         devices.append(_mps_device())
     devices.append(_cpu_device(detect_cpu()))
@@ -235,6 +270,14 @@ def resolve_device(setting: str) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
+
+
+def empty_device_caches() -> None:
+    """Give the memory torch's caching allocators hold back to the GPU driver (CUDA and MPS)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 def _time_matmul(dtype: torch.dtype) -> float:

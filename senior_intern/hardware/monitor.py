@@ -12,6 +12,7 @@ so the GUI can sample the machine before the engine starts.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,32 @@ from senior_intern.hardware.metrics import GpuMetrics, HardwareMetrics, format_b
 _NVML_FIELDS = ("utilization", "memory", "temperature", "power")
 
 
+def visible_nvml_indices(count: int, visible: str | None, uuids: Callable[[], list[str]] | None = None) -> list[int]:
+    """NVML indices of the GPUs torch sees, in torch's order (torch's cuda:N is entry N).
+
+    ``visible``: the ``CUDA_VISIBLE_DEVICES`` value (None: unset, every GPU in NVML order).
+    Entries are indices or UUID prefixes (``GPU-...``, matched against ``uuids()``, NVML's UUIDs
+    by index); like CUDA, the list ends at the first entry that names no GPU.
+    """
+    if visible is None:
+        return list(range(count))
+    out: list[int] = []
+    known: list[str] | None = None
+    for entry in (e.strip() for e in visible.split(",")):
+        if entry.isdigit():
+            index = int(entry)
+        elif entry.startswith(("GPU-", "MIG-")) and uuids is not None:
+            known = uuids() if known is None else known
+            matches = [i for i, u in enumerate(known) if u.startswith(entry)]
+            index = matches[0] if len(matches) == 1 else -1
+        else:
+            break
+        if not 0 <= index < count or index in out:
+            break
+        out.append(index)
+    return out
+
+
 class _NvmlSession:
     """One ``nvmlInit()`` with its device handles, paired with exactly one ``nvmlShutdown()``."""
 
@@ -35,7 +62,11 @@ class _NvmlSession:
         self._open = True
         try:
             count = nvml.nvmlDeviceGetCount()
-            self._handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            uuids = lambda: [self._text(nvml.nvmlDeviceGetUUID(h)) for h in handles]  # noqa: E731
+            # Only the GPUs torch sees, numbered as torch numbers them.
+            visible = visible_nvml_indices(count, os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
+            self._handles = [handles[i] for i in visible]
             self._names = [self._name(h) for h in self._handles]
         except nvml.NVMLError:
             self.shutdown()
@@ -44,8 +75,12 @@ class _NvmlSession:
 
     def _name(self, handle: Any) -> str:
         """Marketing name of a GPU; older nvidia-ml-py versions return bytes."""
-        name = self._nvml.nvmlDeviceGetName(handle)
-        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        return self._text(self._nvml.nvmlDeviceGetName(handle))
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        """older nvidia-ml-py versions return bytes."""
+        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
     def _read(self, index: int, field: str, call: Callable[[], Any]) -> Any:
         """``call()``, or ``None`` when that field is off or fails now (then it stays off)."""
@@ -147,6 +182,10 @@ class HardwareMonitor:
         # Prime the non-blocking CPU counters: each later call reports the time since the last.
         self._process.cpu_percent(interval=None)
         psutil.cpu_percent(interval=None)
+
+    def use_device(self, device: Any) -> None:
+        """Read torch's allocator figures for ``device`` (the run's resolved device) from now on."""
+        self._kind, self._index = _parse_device(device)
 
     @property
     def nvml_active(self) -> bool:

@@ -158,6 +158,16 @@ class DropPlan:
         return t
 
     @property
+    def tensor(self) -> torch.Tensor:
+        """What the plan holds: the positions (CPU) or the mask (other devices)."""
+        return self.positions if self.positions is not None else self.mask
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> "DropPlan":
+        """The plan whose ``tensor`` is ``tensor`` (int64 positions, or a uint8 mask)."""
+        return cls(positions=tensor) if tensor.dtype == torch.int64 else cls(mask=tensor)
+
+    @property
     def nbytes(self) -> int:
         """Memory the plan holds."""
         held = self.positions if self.positions is not None else self.mask

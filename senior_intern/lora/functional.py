@@ -20,13 +20,13 @@ differ (tests: ``tests/lora/test_fast_functional.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import torch
 
 from senior_intern.lora.dropout import DropPlan
-
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,6 +66,36 @@ def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a:
     if lora_bias is not None:
         y.add_(lora_bias, alpha=spec.b_scale)
     return y, h
+
+
+def stash_plan(spec: LoraSpec | None) -> tuple[LoraSpec | None, torch.Tensor | None]:
+    """``spec`` without its drop plan, and the plan's tensor, for ``ctx.save_for_backward``.
+
+    Under activation checkpointing only saved tensors are dropped after the forward and
+    recomputed in backward; a plan kept on ``ctx`` would stay alive for the whole forward pass,
+    one per adapted layer. Recomputation draws the same plan (checkpointing restores the RNG).
+    """
+    if spec is None or spec.drop is None:
+        return spec, None
+    return dataclasses.replace(spec, drop=None), spec.drop.tensor
+
+
+def unstash_plan(spec: LoraSpec | None, tensor: torch.Tensor | None) -> LoraSpec | None:
+    """Undo ``stash_plan`` with the saved tensor."""
+    if spec is None or tensor is None:
+        return spec
+    return dataclasses.replace(spec, drop=DropPlan.of(tensor))
+
+
+def in_compute_dtype(dtype: torch.dtype, *factors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The LoRA factors in the compute ``dtype`` (the base's): float32 master factors under a
+    bfloat16/float16 base become rank-r low-precision copies, so every GEMM runs in one dtype."""
+    return [f if f is None or f.dtype == dtype else f.to(dtype) for f in factors]
+
+
+def as_dtype(grad: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """A factor's gradient in its master dtype (float32 under a low-precision base)."""
+    return grad if grad is None or dtype is None or grad.dtype == dtype else grad.to(dtype)
 
 
 @dataclass
@@ -131,23 +161,28 @@ class LoraLinearFunction(torch.autograd.Function):
 
     Inputs: x [N, in] (2-D), weight [out, in] (must not require grad), bias [out] or None,
     a [r, in], b [out, r], lora_bias [out] or None, spec ``LoraSpec``. Output: y [N, out].
+    Everything computes in the dtype of ``x`` and ``weight``; factors in another dtype (float32
+    masters under a bfloat16 base) are cast in, and their gradients come back in their own dtype.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, lora_bias, spec):
         """Compute y and keep x, the factors and h for backward."""
+        ctx.factor_dtypes = tuple(None if t is None else t.dtype for t in (a, b, lora_bias))
+        a, b, lora_bias = in_compute_dtype(x.dtype, a, b, lora_bias)
         y, h = project(x, weight, bias, a, b, lora_bias, spec)
-        ctx.save_for_backward(x, weight, a, b, h)
-        ctx.spec = spec
+        ctx.spec, plan = stash_plan(spec)
+        ctx.save_for_backward(x, weight, a, b, h, plan)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         """Gradients for x, bias, a, b and lora_bias (never for the frozen weight)."""
-        x, weight, a, b, h = ctx.saved_tensors
+        x, weight, a, b, h, plan = ctx.saved_tensors
         need = ctx.needs_input_grad
         grad_x, grads = project_backward(
-            grad_y.contiguous(), x, weight, a, b, h, ctx.spec, (need[2], need[3], need[4], need[5]),
+            grad_y.contiguous(), x, weight, a, b, h, unstash_plan(ctx.spec, plan), (need[2], need[3], need[4], need[5]),
             None, need[0],
         )
-        return grad_x, None, grads.bias, grads.a, grads.b, grads.lora_bias, None
+        da, db, dlb = ctx.factor_dtypes
+        return grad_x, None, grads.bias, as_dtype(grads.a, da), as_dtype(grads.b, db), as_dtype(grads.lora_bias, dlb), None

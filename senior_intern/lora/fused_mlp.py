@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senior_intern.lora.functional import LoraSpec, project, project_backward
+from senior_intern.lora.functional import LoraSpec, as_dtype, in_compute_dtype, project, project_backward, stash_plan, unstash_plan
 from senior_intern.lora.layer import LoraLayer
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -73,28 +73,33 @@ class SwiGluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, specs, *tensors):
         """Forward through the three projections; saves what backward needs."""
+        ctx.factor_dtypes = [None if t is None else t.dtype for t in tensors]
+        tensors = [t if k % 5 < 2 else in_compute_dtype(x.dtype, t)[0] for k, t in enumerate(tensors)]
         gate_t, up_t, down_t = tensors[0:5], tensors[5:10], tensors[10:15]
         g, h_gate = project(x, *gate_t, specs[0])
         u, h_up = project(x, *up_t, specs[1])
         mid = F.silu(g).mul_(u)
         y, h_down = project(mid, *down_t, specs[2])
         del mid
-        ctx.specs = specs
+        stashed = [stash_plan(spec) for spec in specs]  # plans as saved tensors: checkpointing frees them
+        ctx.specs = tuple(spec for spec, _ in stashed)
         ctx.save_for_backward(x, g, u, h_gate, h_up, h_down,
-                              gate_t[0], gate_t[2], gate_t[3], up_t[0], up_t[2], up_t[3], down_t[0], down_t[2], down_t[3])
+                              gate_t[0], gate_t[2], gate_t[3], up_t[0], up_t[2], up_t[3], down_t[0], down_t[2], down_t[3],
+                              *(plan for _, plan in stashed))
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         """Recompute silu(g) * u, then run the three projections' backward passes."""
-        x, g, u, h_gate, h_up, h_down, gw, ga, gb, uw, ua, ub, dw, da, db = ctx.saved_tensors
+        x, g, u, h_gate, h_up, h_down, gw, ga, gb, uw, ua, ub, dw, da, db, *plans = ctx.saved_tensors
+        specs = tuple(unstash_plan(spec, plan) for spec, plan in zip(ctx.specs, plans))
         need = ctx.needs_input_grad  # x, specs, then 5 per projection
         gate_needs, up_needs, down_needs = (tuple(need[2 + 5 * i + k] for k in (1, 2, 3, 4)) for i in range(3))
         need_mid = need[0] or any(gate_needs) or any(up_needs)
         act = F.silu(g)
         mid = act * u
         grad_mid, down_grads = project_backward(
-            grad_y.contiguous(), mid, dw, da, db, h_down, ctx.specs[2], down_needs, None, need_mid, x_is_scratch=True
+            grad_y.contiguous(), mid, dw, da, db, h_down, specs[2], down_needs, None, need_mid, x_is_scratch=True
         )
         del mid
         grad_x = gate_grads = up_grads = None
@@ -103,13 +108,13 @@ class SwiGluFunction(torch.autograd.Function):
             del act
             grad_g = torch.ops.aten.silu_backward(grad_mid.mul_(u), g)
             del grad_mid
-            grad_x, gate_grads = project_backward(grad_g, x, gw, ga, gb, h_gate, ctx.specs[0], gate_needs, None, need[0])
+            grad_x, gate_grads = project_backward(grad_g, x, gw, ga, gb, h_gate, specs[0], gate_needs, None, need[0])
             del grad_g
-            grad_x, up_grads = project_backward(grad_u, x, uw, ua, ub, h_up, ctx.specs[1], up_needs, grad_x, need[0])
+            grad_x, up_grads = project_backward(grad_u, x, uw, ua, ub, h_up, specs[1], up_needs, grad_x, need[0])
         out = [grad_x, None]
         for grads in (gate_grads, up_grads, down_grads):
             out += [None] + ([None] * 4 if grads is None else [grads.bias, grads.a, grads.b, grads.lora_bias])
-        return tuple(out)
+        return tuple(as_dtype(g, ctx.factor_dtypes[k - 2]) if k >= 2 else g for k, g in enumerate(out))
 
 
 def _is_candidate(module: nn.Module) -> bool:
@@ -124,13 +129,14 @@ def _computes_swiglu(module: nn.Module) -> bool:
     weight = gate.base_layer.weight if isinstance(gate, LoraLayer) else gate.weight
     generator = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(_CHECK_ROWS, weight.shape[1], generator=generator).to(weight.device, weight.dtype)
-    was_training = module.training
+    modes = [(m, m.training) for m in module.modules()]  # children may differ from the parent
     module.eval()
     try:
         expected = type(module).forward(module, x)
         got = _fused_forward(module, x)
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
     tolerance = 1e-4 if weight.dtype == torch.float32 else 2e-2
     return expected.shape == got.shape and torch.allclose(got, expected, rtol=tolerance, atol=tolerance)
 

@@ -11,8 +11,10 @@ Speed and memory: in training the layer runs as one autograd function (``functio
 dropout zeroes drawn *positions* of the input (``dropout.DropPlan``), its ``1 / (1 - p)`` scale is
 folded with ``alpha / r`` into the rank-r intermediate, the B product is accumulated onto the
 base output with one ``addmm``, and backward keeps only ``x`` (shared by layers that read the
-same input), the positions and ``h`` [.., r]. A base whose dtype differs from the factors' (a
-bf16 base with float32 factors) takes the plain autograd path with the same drop plan. In eval
+same input), the positions and ``h`` [.., r]. Under a bfloat16/float16 base the float32 master
+factors are cast to the base's dtype inside the function (rank-r copies), so the fused path runs
+entirely in the base's dtype and returns float32 gradients to the factors; a base of any other
+kind takes the plain autograd path with the same drop plan. In eval
 mode or with p = 0 there is no dropout work at all, and a no-grad call on many rows (prompt
 processing, evaluation) multiplies once by ``W0 + (alpha / r) B A`` formed on the fly, which
 costs less than the two thin products and the extra pass over the output.
@@ -113,10 +115,11 @@ class LoraLayer(LoraBase):
         fused = self.fused_ok(x)
         if fused and spec.drop is None and self._merge_on_the_fly(x):
             # W + s B A costs r*in*out multiply-adds once; the factored update costs r*(in+out) per row.
-            weight = torch.addmm(base.weight, b, a, alpha=self.scaling)
+            b_c, a_c, lb = (t if t is None else t.to(x.dtype) for t in (b, a, self.lora_B.bias))
+            weight = torch.addmm(base.weight, b_c, a_c, alpha=self.scaling)
             bias = base.bias
-            if self.lora_B.bias is not None:
-                bias = self.lora_B.bias * self.scaling if bias is None else bias + self.lora_B.bias * self.scaling
+            if lb is not None:
+                bias = lb * self.scaling if bias is None else bias + lb * self.scaling
             return F.linear(x, weight, bias)
         if fused:
             y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
@@ -148,13 +151,16 @@ class LoraLayer(LoraBase):
         return rows * (self.in_features + self.out_features) > self.in_features * self.out_features
 
     def fused_ok(self, x: torch.Tensor) -> bool:
-        """True when ``LoraLinearFunction`` computes exactly what the module would: a plain
-        ``nn.Linear`` base with a frozen weight, and one dtype for input, base and factors."""
+        """True when ``LoraLinearFunction`` computes what the module would: a plain ``nn.Linear``
+        base with a frozen weight, one dtype for input and base, and factors in that dtype or
+        float32 (master factors under a bfloat16/float16 base; the function computes in the
+        base's dtype and returns float32 gradients for them)."""
         base, a = self.base_layer, self.lora_A.weight
         return (
             type(base).forward is nn.Linear.forward
             and not base.weight.requires_grad
-            and x.dtype == base.weight.dtype == a.dtype == self.lora_B.weight.dtype
+            and x.dtype == base.weight.dtype
+            and a.dtype == self.lora_B.weight.dtype and a.dtype in (x.dtype, torch.float32)
             and not base._forward_hooks and not base._forward_pre_hooks
         )
 

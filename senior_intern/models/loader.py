@@ -90,7 +90,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if name == "auto":
         if device.type == "cpu":
             return torch.float32
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        # Native bfloat16 only: a T4 "supports" it through emulation, several times slower than
+        # float16, and the trainer's own choice (hardware.detect) says float16 there too.
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.float16
         return torch.bfloat16
     if name not in DTYPE_NAMES:

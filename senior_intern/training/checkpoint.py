@@ -64,10 +64,12 @@ class Checkpoint:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python and torch (CPU and CUDA) random states."""
+    """Python and torch (CPU, every CUDA GPU, MPS) random states."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -77,7 +79,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A machine with fewer GPUs than the one that saved: restore the ones it has (the run
+        # trains on one of them); extra saved states have no GPU to go to.
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _sha256(path: Path) -> str:

@@ -22,6 +22,7 @@ import torch
 from senior_intern.adapters.store import save_adapter
 from senior_intern.config import TrainingJob
 from senior_intern.data import check_training_data
+from senior_intern.hardware.detect import empty_device_caches
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed
 from senior_intern.training.control import TrainingControl
@@ -117,8 +118,7 @@ class Trainer:
                 lock.release()
             del session
             gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            empty_device_caches()  # CUDA and MPS
             self._lock.release()
 
     def _get_monitor(self):

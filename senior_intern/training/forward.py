@@ -8,7 +8,7 @@ without a separable decoder/head fall back to the plain logits path.
 (``lora.fused_mlp``: same mathematics, less activation memory), and ``training_inputs`` gives
 the model the cheapest attention mask that means the same thing: none at all (pure causal
 attention, the fast kernel path) for packed rows that each hold one sample without padding,
-and per-sample causal attention (``attention``) for rows that hold several.
+and packed attention (``attention``: one varlen call per layer on CUDA) for rows that hold several.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from senior_intern.data import Batch, model_inputs
+from senior_intern.data.loader import to_device
 from senior_intern.lora.fused_mlp import fuse_mlps
-from senior_intern.training.attention import enable_segment_attention, segment_lengths
+from senior_intern.training.attention import enable_segment_attention, placeholder_mask, segments_of
 from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
 
 
@@ -32,17 +33,19 @@ def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
     A packed batch whose every row is a single sample filling the whole row (segment 0
     everywhere, no padding) attends exactly causally, so it gets no ``attention_mask``: the
     model then uses causal attention instead of a [B, 1, T, T] additive mask. With ``segments``
-    (the model runs ``attention.SEGMENT_ATTENTION``) other packed batches get their rows' sample
-    lengths (``segment_lengths``) instead of the mask. Other batches get
+    (the model runs ``attention.SEGMENT_ATTENTION``) other packed batches get their samples
+    (``segments``: ``attention.segments_of``, computed once per batch) and a zero-memory
+    placeholder mask, so transformers builds no mask of its own. Other batches get
     ``model_inputs(batch.to(device), dtype)``. ``batch`` must still be on the CPU.
     """
     ids = batch.segment_ids
     several = ids is not None and bool(ids.any())
     if ids is not None and (segments or not several):
-        inputs: dict[str, Any] = {"input_ids": batch.input_ids.to(device, non_blocking=True),
-                                  "position_ids": batch.position_ids.to(device, non_blocking=True)}
+        inputs: dict[str, Any] = {"input_ids": to_device(batch.input_ids, device),
+                                  "position_ids": to_device(batch.position_ids, device)}
         if several:
-            inputs["segment_lengths"] = segment_lengths(ids)
+            inputs["segments"] = segments_of(ids, device)
+            inputs["attention_mask"] = placeholder_mask(ids.shape[0], ids.shape[1], device)
         return inputs
     return model_inputs(batch.to(device), dtype)
 

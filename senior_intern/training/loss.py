@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from senior_intern.data.loader import to_device
+
 IGNORE_INDEX = -100
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -291,8 +293,8 @@ def chunked_causal_lm_loss(
     fused = type(head) is nn.Linear
     positions, targets = _select_targets(labels, ignore_index, head.out_features if fused else None)
     n_valid = positions.numel()
-    positions = positions.to(hidden.device, non_blocking=True)
-    targets = targets.to(hidden.device, non_blocking=True)
+    positions = to_device(positions, hidden.device)  # temporaries: never an async copy on MPS
+    targets = to_device(targets, hidden.device)
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)  # [n, H]
     if fused:
         grad = torch.is_grad_enabled()

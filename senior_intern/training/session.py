@@ -32,6 +32,7 @@ from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
+from senior_intern.training.precision import LossScaler, configure_matmul_precision, describe_matmul_precision
 from senior_intern.training.runlock import RunLock
 
 
@@ -112,6 +113,10 @@ class Session:
         self.device = distributed.rank_device(self.dp.ctx, resolve_device(cfg.device))
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.log(f"Device {self.device}, dtype {str(self.dtype).removeprefix('torch.')}")
+        if hasattr(self.monitor, "use_device"):  # allocator figures of the run's own device
+            self.monitor.use_device(self.device)
+        self.scaler = LossScaler(self.dtype, self.device)  # float16: loss scaling; else a pass-through
+        self.log(f"{describe_matmul_precision(configure_matmul_precision(self.device, self.dtype))}; {self.scaler.describe()}")
         torch.manual_seed(cfg.seed)
         self.log(f"Loading base model {job.base_model_path}")
         loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype)
@@ -185,6 +190,7 @@ class Session:
         self.lora.load_lora_state_dict(c.lora_state)
         self.optimizer.load_state_dict(c.trainer_state["optimizer"])
         self.scheduler.load_state_dict(c.trainer_state["scheduler"])
+        self.scaler.load_state_dict(c.trainer_state.get("scaler"))
         s = c.state
         saved_world, ranks_rng = int(s.get("world_size", 1)), c.trainer_state.get("rng_ranks")
         same_world = saved_world == self.dp.world_size
@@ -270,16 +276,21 @@ class Session:
             # Labels stay on the CPU: the loss selects trained positions without a device sync.
             with sync:
                 parts = self.dp.forward(training_inputs(batch, self.dtype, self.device, self.forward.segments), batch.labels)
-                self.dp.backward(parts.loss_sum * self.dp.loss_scale / normaliser)
+                self.dp.backward(self.scaler.scale(parts.loss_sum * self.dp.loss_scale / normaliser))
             loss_sum += parts.loss_sum.detach().float()
             correct += parts.n_correct
         # One device sync per optimizer step: the loss and the gradient norm.
         loss_total, correct_total = self.dp.sum(loss_sum, correct)
         loss = loss_total / normaliser
+        self.scaler.unscale(self.optimizer)  # float16: true gradients before clipping
         grad_norm = clip_grad_norm(self.params, cfg.max_grad_norm)
         if math.isfinite(loss) and math.isfinite(grad_norm):
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
             pos.nonfinite_streak = 0
+        elif math.isfinite(loss) and self.scaler.overflowed():  # float16 overflow: a smaller scale, not divergence
+            pos.skipped_steps += 1
+            self.log(f"Step {pos.global_step + 1}: float16 gradients overflowed at loss scale "
+                     f"{self.scaler.scale_value:g}; step skipped, scale halved", LogLevel.INFO)
         else:
             pos.skipped_steps += 1
             pos.nonfinite_streak += 1
@@ -291,6 +302,7 @@ class Session:
                     f"diverged. Lower the learning rate (now {cfg.learning_rate:g}) or max_grad_norm and resume "
                     "from the last good checkpoint.",
                 )
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
@@ -428,6 +440,7 @@ class Session:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state,
+            "scaler": self.scaler.state_dict(),
         }
         # Every rank's RNG state and loader position; rank 0 alone writes, the others wait.
         trainer_state["rng_ranks"] = self.dp.gather(rng_state)

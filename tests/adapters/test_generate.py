@@ -73,3 +73,21 @@ def test_sampling_and_errors(phrase_adapter, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="DoRA"):
         lora_config_from_peft({"r": 4, "use_dora": True})
     assert lora_config_from_peft({"r": 4, "target_modules": "q_proj", "bias": "weird"}).target_modules == ["q_proj"]
+
+
+def test_playground_loads_on_the_recommended_device(monkeypatch, tmp_path):
+    """The playground generates where training would run (a GPU when there is one), not always the CPU."""
+    import types
+
+    import senior_intern.models as models
+    from senior_intern.adapters import generate as gen
+    from senior_intern.hardware import detect
+
+    asked = []
+    monkeypatch.setattr(detect, "recommended_device", lambda: "cuda:1")
+    monkeypatch.setattr(models, "load_base_model",
+                        lambda path, device="cpu", dtype=None: asked.append(device) or types.SimpleNamespace(model="m", tokenizer="t", info=None))
+    play = gen.load_for_playground(tmp_path)
+    assert asked == ["cuda:1"] and play.model == "m"
+    gen.load_for_playground(tmp_path, device="cpu")
+    assert asked[-1] == "cpu"

@@ -127,3 +127,15 @@ def test_format_parameter_count():
         "134.5M",
         "1.24B",
     ]
+
+
+def test_auto_dtype_on_an_emulated_bf16_gpu_is_float16(monkeypatch):
+    """A T4 reports bf16 support through emulation; the loader, like hardware.detect, picks float16."""
+    import torch
+
+    from senior_intern.models.loader import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_dtype("auto", torch.device("cuda", 0)) is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_dtype("auto", torch.device("cuda", 0)) is torch.bfloat16

@@ -51,7 +51,9 @@ def _loss_and_grads(segments: bool, batch):
     forward = CausalLMForward(model, chunk_size=16, segment_attention=segments)
     assert forward.segments is segments
     inputs = training_inputs(batch, torch.float32, "cpu", forward.segments)
-    assert ("segment_lengths" in inputs) is segments and ("attention_mask" in inputs) is not segments
+    assert ("segments" in inputs) is segments and "attention_mask" in inputs
+    if segments:  # a placeholder: no [B, 1, T, T] memory
+        assert inputs["attention_mask"].dim() == 4 and inputs["attention_mask"].untyped_storage().nbytes() == 1
     parts = forward(inputs, batch.labels)
     parts.loss_sum.backward()
     grads = {name: p.grad.clone() for name, p in lora.model.named_parameters() if p.requires_grad}
@@ -98,3 +100,61 @@ def test_models_not_on_sdpa_keep_their_attention(implementation):
     forward = CausalLMForward(model)
     assert not forward.segments
     assert "attention_mask" in training_inputs(_packed_batch(), torch.float32, "cpu", forward.segments)
+
+
+def test_masked_path_is_one_attention_call_per_layer_with_the_same_loss_and_gradients(monkeypatch):
+    """The GPU path without varlen (MPS, CUDA float32): one SDPA call per layer, however many samples."""
+    batch = _packed_batch()
+    loss_loop, n_loop, grads_loop = _loss_and_grads(True, batch)
+    calls = []
+    real = attention.F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(k.get("attn_mask")) or real(*a, **k))
+    monkeypatch.setattr(attention, "attention_path", lambda device, dtype: "masked")
+    built = []
+    real_mask = attention.Segments.mask
+    monkeypatch.setattr(attention.Segments, "mask", lambda self, device: built.append(self._mask is None) or real_mask(self, device))
+    loss_one, n_one, grads_one = _loss_and_grads(True, batch)
+    assert len(calls) == 2  # budget: one call per layer (2 layers), not one per sample
+    assert built == [True, False]  # the block mask is built once per batch, shared by the layers
+    assert calls[0] is calls[1] and calls[0].shape == (3, 1, batch.input_ids.shape[1], batch.input_ids.shape[1])
+    assert n_one == n_loop
+    torch.testing.assert_close(loss_one, loss_loop, rtol=1e-5, atol=1e-5)
+    for name in grads_loop:
+        torch.testing.assert_close(grads_one[name], grads_loop[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_transformers_builds_no_mask_and_does_not_look_for_packing(monkeypatch):
+    import transformers.masking_utils as mu
+
+    looked = []
+    monkeypatch.setattr(mu, "find_packed_sequence_indices", lambda *a, **k: looked.append(1))
+    monkeypatch.setattr(mu, "sdpa_mask", lambda *a, **k: looked.append(2))
+    attention._register()
+    try:
+        _loss_and_grads(True, _packed_batch())
+    finally:
+        monkeypatch.undo()
+        attention._register()  # the real sdpa_mask again, for the padded batches of later tests
+    assert looked == []
+
+
+def test_segments_are_vectorised_and_cumulative_over_the_flat_batch():
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1, -1], [0, 0, 0, 0, 0, 0, 0], [0, 1, 2, 3, 3, 3, -1]])
+    seg = attention.segments_of(ids, "cpu")
+    assert seg.lengths == ((3, 2, 2), (7,), (1, 1, 1, 3, 1)) and seg.max_len == 7
+    assert seg.cu_seqlens.dtype == torch.int32
+    assert seg.cu_seqlens.tolist() == [0, 3, 5, 7, 14, 15, 16, 17, 20, 21]
+    mask = seg.mask(torch.device("cpu"))[:, 0]
+    expected = (ids[:, :, None] == ids[:, None, :]) & torch.ones(7, 7, dtype=torch.bool).tril()
+    assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize(("kind", "dtype", "path"), [
+    ("cuda", torch.bfloat16, "varlen"), ("cuda", torch.float16, "varlen"), ("cuda", torch.float32, "masked"),
+    ("mps", torch.bfloat16, "masked"), ("cpu", torch.float32, "per_sample"), ("cpu", torch.bfloat16, "per_sample"),
+])
+def test_attention_path_by_device_and_dtype(monkeypatch, kind, dtype, path):
+    monkeypatch.setattr(torch.version, "hip", None)
+    if attention.varlen_attn is None and path == "varlen":
+        path = "masked"
+    assert attention.attention_path(torch.device(kind), dtype) == path
