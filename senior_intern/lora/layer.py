@@ -30,6 +30,7 @@ from senior_intern.config import LoraBias, LoraConfig, LoraInit
 from senior_intern.lora.base import LoraBase
 from senior_intern.lora.dropout import DropPlan
 from senior_intern.lora.functional import LoraLinearFunction, LoraSpec
+from senior_intern.models.quantized import FrozenLinear
 
 
 class LoraLayer(LoraBase):
@@ -62,10 +63,14 @@ class LoraLayer(LoraBase):
         self.dropout = float(cfg.dropout)
         self.bias_mode = LoraBias(cfg.bias)
         self.base_layer = base
-        factory = {"device": device or base.weight.device, "dtype": dtype or base.weight.dtype}
+        if isinstance(base, FrozenLinear):  # a compact base: no need to dequantise it to learn its dtype
+            factory = {"device": device or base.qdata.device, "dtype": dtype or base.compute_dtype}
+        else:
+            factory = {"device": device or base.weight.device, "dtype": dtype or base.weight.dtype}
         self.lora_A = nn.Linear(self.in_features, self.rank, bias=False, **factory)
         self.lora_B = nn.Linear(self.rank, self.out_features, bias=self.bias_mode != LoraBias.NONE, **factory)
-        base.weight.requires_grad_(False)
+        if not isinstance(base, FrozenLinear):
+            base.weight.requires_grad_(False)
         if base.bias is not None:
             base.bias.requires_grad_(self.bias_mode == LoraBias.ALL)
         self.reset()
@@ -157,6 +162,15 @@ class LoraLayer(LoraBase):
             and x.dtype == base.weight.dtype == a.dtype == self.lora_B.weight.dtype
             and not base._forward_hooks and not base._forward_pre_hooks
         )
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight; a compact base (``FrozenLinear``) is dequantised
+        into an ordinary ``nn.Linear`` first (this layer only), since blocks cannot hold it."""
+        if not self.merged and isinstance(self.base_layer, FrozenLinear):
+            self.check_finite()
+            self.base_layer = self.base_layer.to_dense()
+        super().merge()
 
     # --- hooks for LoraBase -------------------------------------------------------------------
     def lora_tensors(self) -> dict[str, nn.Parameter]:
