@@ -124,7 +124,8 @@ class LoraLayer(LoraBase):
                 bias = self.lora_B.bias * self.scaling if bias is None else bias + self.lora_B.bias * self.scaling
             return F.linear(x, weight, bias)
         if fused:
-            y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
+            weight = base if isinstance(base, FrozenLinear) else base.weight  # a compact base dequantises inside
+            y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), weight, base.bias, a, b, self.lora_B.bias, spec)
             return y.view(*x.shape[:-1], self.out_features)
         result = base(x)
         lora_in = x if x.dtype == a.dtype else x.to(a.dtype)
@@ -154,8 +155,12 @@ class LoraLayer(LoraBase):
 
     def fused_ok(self, x: torch.Tensor) -> bool:
         """True when ``LoraLinearFunction`` computes exactly what the module would: a plain
-        ``nn.Linear`` base with a frozen weight, and one dtype for input, base and factors."""
+        ``nn.Linear`` base with a frozen weight (or a compact ``FrozenLinear``), and one dtype
+        for input, base and factors."""
         base, a = self.base_layer, self.lora_A.weight
+        if isinstance(base, FrozenLinear):
+            return (x.dtype == base.compute_dtype == a.dtype == self.lora_B.weight.dtype
+                    and not base._forward_hooks and not base._forward_pre_hooks)
         return (
             type(base).forward is nn.Linear.forward
             and not base.weight.requires_grad

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")
+BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")  # as config.BASE_QUANTIZATIONS
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: tensors read so far while a base model opens."""
 

@@ -50,6 +50,7 @@ def _step(model, ids):
             p.normal_(0, 0.02, generator=torch.Generator().manual_seed(i))
     lora.train()
     forward = CausalLMForward(model)
+    assert len(forward.fused_mlps) == 30  # the compact base runs through the fused MLP function too
     parts = forward({"input_ids": ids}, ids)
     loss = parts.loss_sum / parts.n_valid
     loss.backward()
