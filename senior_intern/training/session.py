@@ -31,8 +31,8 @@ from senior_intern.training.events import (
     Evaluated,
     LogLevel,
     LogMessage,
+    ModelOpening,
     Progress,
-    StateChanged,
     TrainingMetrics,
     TrainingState,
 )
@@ -126,14 +126,12 @@ class Session:
         self._set_state(new, message)
 
     def _opening(self, done: int, total: int) -> None:
-        """Opening progress of the base model as a Preparing message (at most twice a second)."""
+        """Opening progress of the base model as ``ModelOpening`` events (at most twice a second)."""
         now = time.monotonic()
         if 0 < done < total and now - getattr(self, "_opening_shown", 0.0) < OPENING_INTERVAL:
             return
         self._opening_shown = now
-        percent = 100 * done // total if total else 100
-        self.emit(StateChanged(TrainingState.PREPARING, TrainingState.PREPARING,
-                               f"Opening base model: {done}/{total} tensors ({percent}%)"))
+        self.emit(ModelOpening(done, total))
 
     def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         """Send a line to the log."""
