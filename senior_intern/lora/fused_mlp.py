@@ -79,7 +79,7 @@ class SwiGluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, specs, *tensors):
         """Forward through the three projections; saves what backward needs."""
-        ctx.factor_dtypes = [None if t is None else t.dtype for t in tensors]
+        ctx.factor_dtypes = [t.dtype if isinstance(t, torch.Tensor) else None for t in tensors]  # a compact weight has none
         tensors = [t if k % 5 < 2 else in_compute_dtype(x.dtype, t)[0] for k, t in enumerate(tensors)]
         gate_t, up_t, down_t = tensors[0:5], tensors[5:10], tensors[10:15]
         g, h_gate = project(x, dense_weight(gate_t[0], x.dtype), *gate_t[1:], specs[0])
