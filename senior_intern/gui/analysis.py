@@ -8,7 +8,6 @@ that tells a dropped model apart from a dropped dataset.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,11 +98,6 @@ def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
         total = min(total, t.max_steps)
     previews = [(s.source, preview(s, tokenizer)) for s in loaded.samples[:PREVIEW_SAMPLES]]
     return DatasetAnalysis(stats, previews, len(train), len(validation), steps, total, loaded.summary_lines())
-
-
-def estimate_available() -> bool:
-    """True when the engine's pre-flight estimate (``training.estimate``) is installed."""
-    return importlib.util.find_spec("senior_intern.training.estimate") is not None
 
 
 def estimate_job(job: TrainingJob) -> Any:

@@ -2,7 +2,7 @@
 
 Step counts come from the dataset analysis (the engine's own counting). The learning-rate curve
 is the closed form the engine's scheduler follows (``training.optim.lr_at``). Parameters,
-peak memory, duration and disk come from ``training.estimate`` when that module is installed.
+peak memory, duration and disk come from the engine's pre-flight estimate (``training.estimate``).
 Both run on background threads; results for settings that changed meanwhile are dropped.
 """
 
@@ -46,8 +46,7 @@ class EstimatePanel(QWidget):
         self.tasks = tasks
         self.values: dict[str, QLabel] = {}
         form = QFormLayout()
-        rows = COUNT_ROWS + (ESTIMATE_ROWS if analysis.estimate_available() else ())
-        for key in rows:
+        for key in COUNT_ROWS + ESTIMATE_ROWS:
             label = QLabel("–")
             label.setWordWrap(True)
             self.values[key] = label
@@ -85,8 +84,7 @@ class EstimatePanel(QWidget):
             self.tasks.forget("estimate")
             self.curve.setData([], [])
             for key in ESTIMATE_ROWS:
-                if key in self.values:
-                    self.values[key].setText(WAITING)
+                self.values[key].setText(WAITING)
             self.notes.hide()
             return
         schedule_key = (result.total_steps, repr(dataclasses.asdict(job.training)))
@@ -96,7 +94,7 @@ class EstimatePanel(QWidget):
                               on_done=lambda curve: self.curve.setData(*curve),
                               on_error=lambda exc: self.curve.setData([], []), latest="lr schedule")
         estimate_key = _estimate_key(job, result)
-        if "Peak memory" in self.values and estimate_key != self._estimate_for:
+        if estimate_key != self._estimate_for:
             self._estimate_for = estimate_key
             for key in ESTIMATE_ROWS:
                 self.values[key].setText("estimating…")

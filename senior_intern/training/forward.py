@@ -13,7 +13,6 @@ and packed attention (``attention``: one varlen call per layer on CUDA) for rows
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from senior_intern.data import Batch, model_inputs
 from senior_intern.data.loader import to_device
 from senior_intern.lora.fused_mlp import fuse_mlps
 from senior_intern.training.attention import enable_segment_attention, placeholder_mask, segments_of
-from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
+from senior_intern.training.loss import ChunkedLossOutput, causal_lm_loss, chunked_causal_lm_loss
 
 
 def training_inputs(batch: Batch, dtype: torch.dtype = torch.float32,
@@ -63,17 +62,8 @@ class _SoftCappedHead(nn.Module):
         return torch.tanh(self.head(hidden) / self.cap) * self.cap
 
 
-@dataclass
-class LossParts:
-    """Summed token loss of a micro-batch and its counts (tensors stay on the device)."""
-
-    loss_sum: torch.Tensor
-    n_valid: int
-    n_correct: torch.Tensor
-
-
 class CausalLMForward:
-    """Runs a (LoRA-wrapped) Hugging Face causal LM and returns ``LossParts`` for a batch.
+    """Runs a (LoRA-wrapped) Hugging Face causal LM and returns a ``ChunkedLossOutput`` for a batch.
 
     ``fuse_mlp``: route gated SiLU MLPs through ``lora.fused_mlp.SwiGluFunction`` (exact; less
     memory); ``fused_mlps`` lists the modules that were. ``segment_attention``: switch an
@@ -100,16 +90,15 @@ class CausalLMForward:
         """True when the decoder and head are separate, so logits are never materialised."""
         return self.decoder is not None and self.head is not None and self.decoder is not self.model
 
-    def __call__(self, inputs: dict[str, Any], labels: torch.Tensor) -> LossParts:
+    def __call__(self, inputs: dict[str, Any], labels: torch.Tensor) -> ChunkedLossOutput:
         """``inputs``: model kwargs (input_ids [B,T], attention_mask, position_ids); labels [B,T]."""
         if self.fast_path:
             hidden = self.decoder(**inputs, use_cache=False).last_hidden_state  # [B, T, H]
-            out = chunked_causal_lm_loss(hidden, self.head, labels, chunk_size=self.chunk_size)
-            return LossParts(out.loss_sum, int(out.n_valid), out.n_correct)
+            return chunked_causal_lm_loss(hidden, self.head, labels, chunk_size=self.chunk_size)
         logits = self.model(**inputs, use_cache=False).logits  # [B, T, V]
         labels = labels.to(logits.device)
         loss_sum = causal_lm_loss(logits, labels, reduction="sum")
         shift_labels = labels[:, 1:]
         valid = shift_labels != -100
         correct = ((logits[:, :-1].argmax(-1) == shift_labels) & valid).sum()
-        return LossParts(loss_sum, int(valid.sum()), correct)
+        return ChunkedLossOutput(loss_sum, int(valid.sum()), correct)

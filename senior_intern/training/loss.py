@@ -1,4 +1,4 @@
-"""Causal language-model loss: the plain path, its metrics, and a chunked path without logits.
+"""Causal language-model loss: the plain path and a chunked path without logits.
 
 Causal LM shift (spec v0.8.3d): the logits at position ``t`` predict the label at ``t + 1``, so
 position ``T - 1`` predicts nothing and label ``0`` is never a target. Labels equal to
@@ -17,7 +17,6 @@ chunks of ``chunk_size`` rows, so at most ``[chunk_size, V]`` float32 logits exi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,15 +34,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_labels(labels: torch.Tensor, name: str = "labels") -> None:
     if labels.dim() != 2:
         raise ValueError(f"{name} must be [batch, seq_len]; got shape {tuple(labels.shape)}")
-
-
-def count_valid_tokens(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> int:
-    """Number of trained targets in ``labels`` [B, T] after the causal shift (labels[:, 1:]).
-
-    Synchronises with the device when ``labels`` lives on one; pass CPU labels to avoid that.
-    """
-    _check_labels(labels)
-    return int((labels[:, 1:] != ignore_index).sum())
 
 
 def causal_lm_loss(
@@ -80,43 +70,6 @@ def causal_lm_loss(
     if reduction == "sum":
         return total
     return total / (shift_labels != ignore_index).sum().clamp(min=1)
-
-
-@dataclass(frozen=True)
-class LossMetrics:
-    """Mean loss of a batch with the counts behind it (spec ``LossResult``)."""
-
-    loss: torch.Tensor  # scalar, differentiable
-    loss_value: float
-    num_valid_tokens: int
-    num_correct: int
-    accuracy: float  # num_correct / num_valid_tokens (0 when nothing is valid)
-    perplexity: float  # exp(min(loss_value, 20))
-
-
-def causal_lm_loss_with_metrics(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
-) -> LossMetrics:
-    """Mean causal-LM loss of ``logits`` [B, T, V] and ``labels`` [B, T] with token accuracy.
-
-    A prediction is correct when the argmax of the logits at ``t`` equals the label at ``t + 1``.
-    One device synchronisation (for the Python numbers).
-    """
-    loss = causal_lm_loss(logits, labels, ignore_index, "mean")
-    shift_labels = labels[:, 1:].to(logits.device)
-    valid = shift_labels != ignore_index
-    correct = ((logits[:, :-1].argmax(-1) == shift_labels) & valid).sum()
-    loss_value, n_valid, n_correct = torch.stack(
-        [loss.detach().double(), valid.sum().double(), correct.double()]
-    ).tolist()
-    return LossMetrics(
-        loss=loss,
-        loss_value=loss_value,
-        num_valid_tokens=int(n_valid),
-        num_correct=int(n_correct),
-        accuracy=n_correct / n_valid if n_valid else 0.0,
-        perplexity=math.exp(min(loss_value, 20.0)),
-    )
 
 
 @dataclass

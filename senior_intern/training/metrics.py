@@ -25,12 +25,9 @@ class MetricsSummary:
 
 
 class TrainingMetricsTracker:
-    """Holds every optimizer step's metrics; smoothed loss, trends, spikes, best step."""
+    """Holds every optimizer step's metrics; epoch averages, best step, summary."""
 
-    def __init__(self, smoothing_window: int = 100) -> None:
-        if smoothing_window < 1:
-            raise ValueError("Smoothing window must be at least 1")
-        self.smoothing_window = smoothing_window
+    def __init__(self) -> None:
         self._history: list[TrainingMetrics] = []
 
     @property
@@ -54,11 +51,6 @@ class TrainingMetricsTracker:
                 self._history[-1], validation_loss=validation_loss, validation_accuracy=validation_accuracy
             )
 
-    def smoothed_loss(self) -> float:
-        """Mean loss over the last ``smoothing_window`` steps (0 with no history)."""
-        window = self._history[-self.smoothing_window :]
-        return sum(m.loss for m in window) / len(window) if window else 0.0
-
     def epoch_average_loss(self, epoch: int) -> float:
         """Mean training loss of one epoch (0 when it has no steps)."""
         losses = [m.loss for m in self._history if m.epoch == epoch]
@@ -68,22 +60,6 @@ class TrainingMetricsTracker:
         """The step with the lowest validation loss, or None before any evaluation."""
         evaluated = [m for m in self._history if m.validation_loss is not None and not math.isnan(m.validation_loss)]
         return min(evaluated, key=lambda m: m.validation_loss) if evaluated else None  # type: ignore[arg-type, return-value]
-
-    def loss_trend(self, window: int = 50) -> float:
-        """Mean of the last ``window`` losses minus the mean of the ``window`` before (negative: improving)."""
-        if len(self._history) < 2 * window:
-            return 0.0
-        recent = self._history[-window:]
-        previous = self._history[-2 * window : -window]
-        return sum(m.loss for m in recent) / window - sum(m.loss for m in previous) / window
-
-    def has_loss_spike(self, threshold: float = 2.0) -> bool:
-        """True when the latest loss exceeds ``threshold`` x the smoothed loss before it."""
-        if len(self._history) < 2:
-            return False
-        before = self._history[-self.smoothing_window - 1 : -1]
-        mean = sum(m.loss for m in before) / len(before)
-        return self._history[-1].loss > threshold * mean
 
     def summary(self) -> MetricsSummary | None:
         """Summary of the run, or None with no history."""

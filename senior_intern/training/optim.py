@@ -110,13 +110,6 @@ def _restart_boundaries(start: int, length: int, cycles: int, multiplier: int) -
     return [start + round(length * f) for f in fractions]
 
 
-def restart_steps(cfg: TrainingConfig, total_steps: int) -> list[int]:
-    """Optimizer steps at which cosine_with_restarts starts a cycle (its rate back at the peak)."""
-    warmup = min(cfg.warmup_steps, total_steps)
-    bounds = _restart_boundaries(warmup, total_steps - warmup, cfg.num_cycles, cfg.cycle_multiplier)
-    return sorted(set(bounds[:-1]) - {total_steps})
-
-
 def lr_at(step: int, cfg: TrainingConfig, total_steps: int) -> float:
     """Learning rate of optimizer step ``step`` (0-based) in a run of ``total_steps`` steps.
 

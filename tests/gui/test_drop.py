@@ -7,7 +7,6 @@ from pathlib import Path
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
-from senior_intern.gui import analysis
 from senior_intern.gui.analysis import is_model_path
 from tests.gui.conftest import write_code_folder
 
@@ -60,11 +59,10 @@ def test_dropping_a_dataset_file_fills_the_setup_and_the_preview(window, qtbot, 
     assert sum(b.count for b in a.stats.histogram) == 20
     assert page.estimate.value("Optimizer steps").startswith(f"{a.total_steps}")
     qtbot.waitUntil(lambda: page.estimate.curve.getData()[0] is not None and len(page.estimate.curve.getData()[0]) > 0, timeout=20000)
-    if analysis.estimate_available():  # the engine's pre-flight estimate, when installed
-        qtbot.waitUntil(lambda: "fits" in page.estimate.value("Peak memory"), timeout=30000)
-        assert "of" in page.estimate.value("Trainable parameters") and "per step" in page.estimate.value("Duration")
-        page.estimate.set_estimate_error(ValueError("device 'cuda' is not available"))
-        assert "No estimate: device 'cuda' is not available" in page.estimate.notes.text()
+    qtbot.waitUntil(lambda: "fits" in page.estimate.value("Peak memory"), timeout=30000)
+    assert "of" in page.estimate.value("Trainable parameters") and "per step" in page.estimate.value("Duration")
+    page.estimate.set_estimate_error(ValueError("device 'cuda' is not available"))
+    assert "No estimate: device 'cuda' is not available" in page.estimate.notes.text()
 
 
 def test_dropping_a_code_folder_reads_it_as_code(window, qtbot, tmp_path):

@@ -52,20 +52,15 @@ def _m(step: int, loss: float, epoch: int = 1, val: float | None = None) -> Trai
     return TrainingMetrics(step=step, epoch=epoch, loss=loss, learning_rate=1e-3, validation_loss=val)
 
 
-def test_tracker_smoothing_epochs_best_trend_spike() -> None:
-    t = TrainingMetricsTracker(smoothing_window=2)
-    assert t.smoothed_loss() == 0.0 and t.summary() is None and t.best_metrics() is None
+def test_tracker_epochs_best_and_summary() -> None:
+    t = TrainingMetricsTracker()
+    assert t.summary() is None and t.best_metrics() is None
     for i, loss in enumerate([4.0, 3.0, 2.0, 1.0], start=1):
         t.record(_m(i, loss, epoch=1 if i <= 2 else 2))
-    assert t.smoothed_loss() == 1.5
     assert t.epoch_average_loss(1) == 3.5 and t.epoch_average_loss(2) == 1.5 and t.epoch_average_loss(9) == 0.0
     t.attach_validation(0.8, 0.5)
     assert t.best_metrics().step == 4 and t.history[-1].validation_accuracy == 0.5
-    assert t.loss_trend(window=2) == pytest.approx(1.5 - 3.5)
-    assert t.loss_trend(window=3) == 0.0
-    assert not t.has_loss_spike()
     t.record(_m(5, 10.0))
-    assert t.has_loss_spike(threshold=2.0)
     s = t.summary()
     assert (s.total_steps, s.final_loss, s.min_loss, s.max_loss, s.best_validation_loss) == (5, 10.0, 1.0, 10.0, 0.8)
     assert s.average_loss == pytest.approx(4.0)
@@ -83,8 +78,6 @@ def test_tracker_records_round_trip_and_jsonl(tmp_path) -> None:
     append_jsonl(path, {"loss": math.nan, "step": 1})
     append_jsonl(path, {"loss": 1.0, "step": 2})
     assert [json.loads(x) for x in path.read_text().splitlines()] == [{"loss": None, "step": 1}, {"loss": 1.0, "step": 2}]
-    with pytest.raises(ValueError):
-        TrainingMetricsTracker(smoothing_window=0)
 
 
 def test_perplexity_is_capped() -> None:

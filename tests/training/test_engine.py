@@ -15,7 +15,8 @@ from senior_intern.config import TrainingJob
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.engine import Trainer
 from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged, TrainingState, TrainingStatus
-from senior_intern.training.forward import CausalLMForward, LossParts
+from senior_intern.training.forward import CausalLMForward
+from senior_intern.training.loss import ChunkedLossOutput
 
 S = TrainingState
 
@@ -179,7 +180,7 @@ def _nan_forward(monkeypatch, from_call: int = 0):
         if torch.is_grad_enabled():
             calls["n"] += 1
         if torch.is_grad_enabled() and calls["n"] > from_call:
-            return LossParts(parts.loss_sum * float("nan"), parts.n_valid, parts.n_correct)
+            return ChunkedLossOutput(parts.loss_sum * float("nan"), parts.n_valid, parts.n_correct)
         return parts
 
     monkeypatch.setattr(CausalLMForward, "__call__", patched)
@@ -210,7 +211,7 @@ def test_isolated_nan_step_is_skipped_and_run_completes(tiny_job: TrainingJob, m
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == 2:
-                return LossParts(parts.loss_sum * float("inf"), parts.n_valid, parts.n_correct)
+                return ChunkedLossOutput(parts.loss_sum * float("inf"), parts.n_valid, parts.n_correct)
         return parts
 
     monkeypatch.setattr(CausalLMForward, "__call__", patched)

@@ -1,4 +1,4 @@
-"""Causal-LM loss: hand-computed values, metrics, and the chunked path against the plain one."""
+"""Causal-LM loss: hand-computed values and the chunked path against the plain one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from senior_intern.training.loss import (
     causal_lm_loss,
-    causal_lm_loss_with_metrics,
     chunked_causal_lm_loss,
-    count_valid_tokens,
 )
 
 B, T, H, V = 3, 9, 16, 37
@@ -40,27 +38,6 @@ def test_masked_loss_matches_hand_computation() -> None:
     torch.testing.assert_close(
         per_position, torch.tensor([[expected[0], 0.0], [expected[1], expected[2]]]), rtol=1e-6, atol=1e-6
     )
-    assert count_valid_tokens(labels) == 3
-
-
-def test_metrics_count_accuracy_and_perplexity() -> None:
-    logits = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
-    labels = torch.tensor([[-100, 2, 1]])  # argmax 2 == 2 correct; argmax 0 != 1 wrong
-    m = causal_lm_loss_with_metrics(logits, labels)
-    mean = (_ce([1.0, 2.0, 3.0], 2) + _ce([3.0, 0.0, 0.0], 1)) / 2
-    assert m.num_valid_tokens == 2 and m.num_correct == 1
-    assert m.accuracy == pytest.approx(0.5)
-    assert m.loss_value == pytest.approx(mean, rel=1e-6)
-    assert m.perplexity == pytest.approx(math.exp(mean), rel=1e-5)
-    assert m.loss.requires_grad is False  # plain tensors in, no graph
-
-
-def test_perplexity_is_capped_and_empty_batch_is_zero() -> None:
-    logits = torch.tensor([[[0.0, 100.0], [0.0, 0.0]]])
-    huge = causal_lm_loss_with_metrics(logits, torch.tensor([[0, 0]]))
-    assert huge.loss_value == pytest.approx(100.0) and huge.perplexity == pytest.approx(math.exp(20.0))
-    empty = causal_lm_loss_with_metrics(logits, torch.tensor([[0, -100]]))
-    assert empty.loss_value == 0.0 and empty.accuracy == 0.0 and empty.num_valid_tokens == 0
 
 
 def test_plain_loss_rejects_bad_arguments() -> None:
@@ -70,7 +47,7 @@ def test_plain_loss_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="logits"):
         causal_lm_loss(torch.zeros(1, 4, 4), labels)
     with pytest.raises(ValueError, match="labels"):
-        count_valid_tokens(torch.zeros(3, dtype=torch.long))
+        causal_lm_loss(logits, torch.zeros(3, dtype=torch.long))
 
 
 def _labels(seed: int = 0) -> torch.Tensor:
@@ -120,13 +97,14 @@ def test_chunked_loss_equals_plain_in_value_and_gradient(kind: str, chunk_size: 
     out = chunked_causal_lm_loss(hidden, head, labels, chunk_size=chunk_size)
     grads = torch.autograd.grad(out.loss_sum, [hidden, *head_params])
 
-    assert out.n_valid == count_valid_tokens(labels) == 16
+    assert out.n_valid == int((labels[:, 1:] != -100).sum()) == 16
     assert out.loss_sum.dtype == torch.float32
     torch.testing.assert_close(out.loss_sum, plain, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    metrics = causal_lm_loss_with_metrics(head(hidden), labels)
-    assert int(out.n_correct) == metrics.num_correct
+    targets = labels[:, 1:]
+    correct = (head(hidden)[:, :-1].argmax(-1) == targets) & (targets != -100)
+    assert int(out.n_correct) == int(correct.sum())
 
 
 def test_chunked_counts_correct_predictions() -> None:
