@@ -50,13 +50,24 @@ def demo_model_path() -> Path:
 
 
 def demo_folder() -> Path:
-    """The demo model converted to a Hugging Face folder in the model cache (converted once)."""
-    from senior_intern.models import cache
+    """The demo model as a Hugging Face folder with float32 weights, for the reference
+    (transformers + PEFT) side of a benchmark. The app's model cache holds only the config and
+    tokenizer now (GGUF bases train from their blocks), so the benchmarks keep their own copy,
+    written once under ``cache_dir()/benchmarks/<content hash>``."""
     from senior_intern.models.inspection import content_hash
+    from senior_intern.models.loader import load_base_model
+    from senior_intern.paths import cache_dir
 
     source = demo_model_path()
-    digest = content_hash(source)
-    return cache.cached_conversion(digest) or cache.convert_gguf(source, digest)
+    folder = cache_dir() / "benchmarks" / content_hash(source)
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    loaded = load_base_model(source, device="cpu", dtype="float32", gguf_compact=False)
+    partial = folder.with_name(folder.name + ".tmp")
+    loaded.model.save_pretrained(partial)
+    loaded.tokenizer.save_pretrained(partial)
+    partial.replace(folder)
+    return folder
 
 
 def median(values: Sequence[float]) -> float:
