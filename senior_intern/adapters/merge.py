@@ -2,7 +2,8 @@
 
 The merge runs on a float32 copy of the base (a GGUF base is dequantised by transformers while
 loading; quantised Hugging Face checkpoints are refused), adds ``scale * B @ A`` to every adapted
-weight, checks each merged weight for NaN/Inf, and writes safetensors shards, the config and the
+weight, checks each merged weight for NaN/Inf and refuses tied weights (the step is
+``lora/delta.py``'s, the same one ``LoraModel.merge`` uses), and writes safetensors shards, the config and the
 tokenizer to a temporary folder that is renamed into place only when everything succeeded.
 
 ``read_peft_adapter`` is shared with the GGUF exporter: it reads a PEFT adapter folder
