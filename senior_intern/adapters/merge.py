@@ -2,7 +2,8 @@
 
 The merge runs on a float32 copy of the base (a GGUF base is dequantised by transformers while
 loading; quantised Hugging Face checkpoints are refused), adds ``scale * B @ A`` to every adapted
-weight, checks each merged weight for NaN/Inf, and writes safetensors shards, the config and the
+weight, checks each merged weight for NaN/Inf and refuses tied weights (the step is
+``lora/delta.py``'s, the same one ``LoraModel.merge`` uses), and writes safetensors shards, the config and the
 tokenizer to a temporary folder that is renamed into place only when everything succeeded.
 
 ``read_peft_adapter`` is shared with the GGUF exporter: it reads a PEFT adapter folder
@@ -14,7 +15,6 @@ plain low-rank update cannot express.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shlex
 import shutil
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from senior_intern import layout
+from senior_intern.lora.delta import lora_delta, lora_scaling, merged_tensor, refuse_tied, tied_weights
 
 ADAPTER_CONFIG = layout.ADAPTER_CONFIG_FILE
 ADAPTER_WEIGHTS = layout.ADAPTER_WEIGHTS_FILE
@@ -63,11 +64,11 @@ class LoraModuleWeights:
     @property
     def scale(self) -> float:
         """PEFT's factor on ``B @ A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
-        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
+        return lora_scaling(self.alpha, self.rank, self.use_rslora)
 
     def delta(self) -> torch.Tensor:
         """The weight update ``scale * B @ A``, shape ``[out, in]``, float32."""
-        return (self.b @ self.a) * self.scale
+        return lora_delta(self.b, self.a, self.scale)
 
 
 @dataclass(frozen=True)
@@ -278,9 +279,13 @@ def _load_float_base(path: Path):
 
 @torch.no_grad()
 def _merge_into(model: torch.nn.Module, adapter: PeftLoraAdapter, dtype: torch.dtype) -> None:
-    """Add each layer's ``scale * B @ A`` to its weight in place, checking the result in ``dtype``."""
-    output_embeddings = model.get_output_embeddings()
-    input_embeddings = model.get_input_embeddings()
+    """Add each layer's ``scale * B @ A`` to its weight in place, checking the result in ``dtype``.
+
+    Every layer is looked up and checked (type, shape, tied weights) before any weight changes;
+    the delta and its NaN/Inf check are ``lora/delta.py``'s, shared with ``LoraBase.merge``.
+    """
+    context = f"{adapter.path}: "
+    layers: dict[str, torch.nn.Linear] = {}
     for lora in adapter.modules:
         try:
             layer = model.get_submodule(lora.module)
@@ -299,18 +304,11 @@ def _merge_into(model: torch.nn.Module, adapter: PeftLoraAdapter, dtype: torch.d
                 f"{adapter.path}: '{lora.module}' expects a weight of shape {expected} but the base has "
                 f"{tuple(layer.weight.shape)} (adapter trained on another model?)"
             )
-        if layer is output_embeddings and layer.weight is input_embeddings.weight:
-            raise ValueError(
-                f"{adapter.path}: '{lora.module}' shares its weight with the token embeddings (tied); "
-                "merging would change both. Train without the LM head to merge."
-            )
-        merged = (layer.weight.to(torch.float32) + lora.delta()).to(dtype)
-        if not torch.isfinite(merged).all():
-            raise ValueError(
-                f"{adapter.path}: merging '{lora.module}' gives NaN or Inf values in {dtype}; "
-                "the adapter is corrupt or diverged, nothing was written"
-            )
-        layer.weight.copy_(merged)
+        layers[lora.module] = layer
+    refuse_tied(tied_weights(model, {name: layer.weight for name, layer in layers.items()}), context)
+    for lora in adapter.modules:
+        weight = layers[lora.module].weight
+        weight.copy_(merged_tensor(lora.module, weight, lora.delta(), dtype, context))
 
 
 def gguf_convert_hint(out_dir: str | Path) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from senior_intern.config import LoraConfig
+from senior_intern.lora.delta import check_finite_factors, merged_tensor
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,14 @@ class LoraBase(nn.Module, ABC):
     # --- merge / unmerge ----------------------------------------------------------------------
     def check_finite(self) -> None:
         """Raise ``ValueError`` naming the tensor when a LoRA tensor holds NaN or Inf."""
-        for key, tensor in self.lora_tensors().items():
-            if not torch.isfinite(tensor).all():
-                raise ValueError(
-                    f"Refusing to merge LoRA layer {self.name or '<unnamed>'}: {key} contains NaN or Inf, so the "
-                    "adapter weights are broken (retrain or load a healthy checkpoint)"
-                )
+        check_finite_factors(self.name, self.lora_tensors())
 
     @torch.no_grad()
     def merge(self) -> None:
         """Fold ``scaling * B A`` into the base weight (and a LoRA bias into the base bias).
 
-        The update is computed in float32 and checked before anything is written: if the merged
+        The update is computed in float32 and checked in the base's dtype before anything is
+        written (``lora/delta.py``, the same step ``adapters/merge.py`` uses): if the merged
         weight would hold NaN or Inf, ``ValueError`` is raised and the base stays untouched.
         Merging a merged layer does nothing.
         """
@@ -124,21 +121,16 @@ class LoraBase(nn.Module, ABC):
             return
         self.check_finite()
         weight = self.base_layer.weight
-        new_weight = weight.float() + self._delta_weight()
+        new_weight = merged_tensor(self.name, weight, self._delta_weight(), weight.dtype)
         delta_bias = self._delta_bias()
         bias = getattr(self.base_layer, "bias", None)
         new_bias = None
         if delta_bias is not None:
-            new_bias = delta_bias if bias is None else bias.float() + delta_bias
-        if not torch.isfinite(new_weight).all() or (new_bias is not None and not torch.isfinite(new_bias).all()):
-            raise ValueError(
-                f"Refusing to merge LoRA layer {self.name or '<unnamed>'}: the merged weights would contain "
-                "NaN or Inf, so the adapter weights are broken (retrain or load a healthy checkpoint)"
-            )
+            new_bias = merged_tensor(self.name, bias, delta_bias, weight.dtype if bias is None else bias.dtype)
         weight.copy_(new_weight)
         if new_bias is not None:
             if bias is None:
-                self.base_layer.bias = nn.Parameter(new_bias.to(weight.dtype), requires_grad=False)
+                self.base_layer.bias = nn.Parameter(new_bias, requires_grad=False)
                 self._added_bias = True
             else:
                 bias.copy_(new_bias)

@@ -16,6 +16,7 @@ from torch import nn
 
 from senior_intern.config import LoraBias, LoraConfig, LoraInit
 from senior_intern.lora.base import LoraBase
+from senior_intern.lora.delta import lora_delta
 
 
 class LoraEmbedding(LoraBase):
@@ -85,4 +86,4 @@ class LoraEmbedding(LoraBase):
 
     def _delta_weight(self) -> torch.Tensor:
         """float32 [num_embeddings, dim] = scaling * (B A).T."""
-        return (self.lora_embedding_B.float() @ self.lora_embedding_A.float()).t().mul_(self.scaling)
+        return lora_delta(self.lora_embedding_B, self.lora_embedding_A, self.scaling).t()

@@ -30,6 +30,7 @@ from torch import nn
 
 from senior_intern.config import LoraBias, LoraConfig, LoraInit
 from senior_intern.lora.base import LoraBase
+from senior_intern.lora.delta import lora_delta
 from senior_intern.lora.dropout import DropPlan
 from senior_intern.lora.functional import LoraLinearFunction, LoraSpec
 from senior_intern.models.quantized import FrozenLinear
@@ -193,7 +194,7 @@ class LoraLayer(LoraBase):
 
     def _delta_weight(self) -> torch.Tensor:
         """float32 [out, in] = scaling * B A."""
-        return (self.lora_B.weight.float() @ self.lora_A.weight.float()).mul_(self.scaling)
+        return lora_delta(self.lora_B.weight, self.lora_A.weight, self.scaling)
 
     def _delta_bias(self) -> torch.Tensor | None:
         """float32 [out] = scaling * b_B, or None without a LoRA bias."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from senior_intern.config import LoraBias, LoraConfig
 from senior_intern.lora.base import LoraBase
+from senior_intern.lora.delta import refuse_tied, tied_message, tied_weights
 from senior_intern.lora.embedding import LoraEmbedding
 from senior_intern.lora.layer import LoraLayer
 from senior_intern.lora.targets import select_targets
@@ -102,7 +103,7 @@ class LoraModel(nn.Module):
                     param.requires_grad_(True)
         self._tied = self._find_tied_weights()
         for name, other in self._tied.items():
-            self.warnings.append(f"{name} shares its weight with {other}; merging it would change both, so merge() refuses it")
+            self.warnings.append(tied_message(name, other))
         self.train(model.training)
 
     # --- construction helpers -----------------------------------------------------------------
@@ -117,15 +118,7 @@ class LoraModel(nn.Module):
             param.requires_grad_(self._requires_grad_before.get(name, False))
 
     def _find_tied_weights(self) -> dict[str, str]:
-        owners: dict[int, list[str]] = {}
-        for name, param in self.model.named_parameters(remove_duplicate=False):
-            owners.setdefault(id(param), []).append(name)
-        tied = {}
-        for name, layer in self._layers.items():
-            others = [n for n in owners.get(id(layer.base_layer.weight), []) if n != f"{name}.base_layer.weight"]
-            if others:
-                tied[name] = others[0]
-        return tied
+        return tied_weights(self.model, {name: layer.base_layer.weight for name, layer in self._layers.items()})
 
     # --- forward and modes --------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -202,9 +195,7 @@ class LoraModel(nn.Module):
         holds NaN/Inf (checked for all layers before any base weight changes). Should a merged
         weight still overflow, the layers merged so far are unmerged again before the error.
         """
-        if self._tied:
-            name, other = next(iter(self._tied.items()))
-            raise ValueError(f"Cannot merge {name}: its weight is shared with {other}; untie the weights first")
+        refuse_tied(self._tied)
         for layer in self._layers.values():
             if not layer.merged:
                 layer.check_finite()

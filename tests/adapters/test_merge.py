@@ -65,6 +65,32 @@ def test_rslora_and_per_layer_patterns_match_peft(tmp_path, tiny_base_dir):
     torch.testing.assert_close(_logits(merged), _logits(peft_model), atol=1e-4, rtol=0)
 
 
+def test_rslora_and_rank_pattern_merge_to_peft_merge_and_unload_weights(tmp_path, tiny_base_dir):
+    adapter = tmp_path / "adapter"
+    peft_model = save_peft_adapter(
+        make_tiny_llama(),
+        adapter,
+        r=8,
+        lora_alpha=4,
+        use_rslora=True,
+        rank_pattern={"layers.0.mlp.up_proj": 2, "v_proj": 3},
+        alpha_pattern={"layers.1.self_attn.o_proj": 20},
+    )
+    modules = {m.module: m for m in read_peft_adapter(adapter).modules}
+    assert modules["model.layers.0.mlp.up_proj"].rank == 2 and modules["model.layers.1.self_attn.v_proj"].rank == 3
+    assert modules["model.layers.1.self_attn.o_proj"].scale == pytest.approx(20 / 8**0.5)
+    out = merge_adapter(adapter, tiny_base_dir, tmp_path / "merged")
+
+    expected = peft_model.merge_and_unload().state_dict()
+    merged = load_file(out / "model.safetensors")
+    assert set(merged) <= set(expected) and "model.layers.0.mlp.up_proj.weight" in merged
+    for key, tensor in merged.items():
+        torch.testing.assert_close(tensor, expected[key].detach(), atol=1e-6, rtol=1e-6, msg=key)
+    base = load_file(tiny_base_dir / "model.safetensors")
+    changed = {k for k in merged if not torch.equal(merged[k], base[k])}
+    assert changed == {f"{m}.weight" for m in modules}, "exactly the adapted layers change"
+
+
 def test_bfloat16_output(tmp_path, tiny_base_dir):
     adapter = tmp_path / "adapter"
     peft_model = save_peft_adapter(make_tiny_llama(), adapter)
@@ -169,7 +195,7 @@ def test_refuses_tied_lm_head(tmp_path):
     adapter = tmp_path / "adapter"
     peft_model = save_peft_adapter(make_tiny_llama(tie_word_embeddings=True), adapter, target_modules=["lm_head"])
     peft_model.save_pretrained(adapter, save_embedding_layers=False)
-    with pytest.raises(ValueError, match="tied"):
+    with pytest.raises(ValueError, match=r"Cannot merge lm_head: lm_head shares its weight with model\.embed_tokens\.weight \(tied\)"):
         merge_adapter(adapter, base, tmp_path / "merged")
 
 

@@ -106,6 +106,19 @@ def test_merge_refuses_non_finite_weights_and_leaves_the_base_untouched(bad):
     assert torch.equal(base.weight, w0)
 
 
+def test_merge_checks_the_result_in_the_base_dtype():
+    base = nn.Linear(6, 5).half()
+    layer = LoraLayer(base, LoraConfig(rank=4, alpha=8.0, dropout=0.0), name="blk.half")
+    with torch.no_grad():
+        layer.lora_A.weight.fill_(100.0)  # scaling * B A = 2 * 4 * 100 * 100 = 8e4: finite in float32,
+        layer.lora_B.weight.fill_(100.0)  # but past float16's largest value (65504)
+    w0 = base.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"blk\.half.*NaN or Inf in float16"):
+        layer.merge()
+    assert not layer.merged
+    assert torch.equal(base.weight, w0)
+
+
 def test_merge_refuses_a_non_finite_lora_bias():
     layer = LoraLayer(nn.Linear(6, 5), LoraConfig(rank=2, bias=LoraBias.LORA_ONLY, dropout=0.0))
     with torch.no_grad():
