@@ -148,6 +148,7 @@ class TrainingConfig:
     seed: int = _f(42, "Random seed for LoRA init, dropout, shuffling and the validation split.")
     device: str = _f("auto", "Where to train: auto, cpu, cuda, cuda:N or mps.")
     dtype: str = _f("auto", "Compute dtype of the base model: auto, float32, bfloat16 or float16.")
+    base_quantization: str = _f("none", "How a Hugging Face folder's frozen linear weights are held while training: none (as loaded), int8 or int4 (weight-only, quantised at load; less memory, slightly different numbers) or auto (by this machine's memory). A GGUF base always stays in its own blocks.")
     packing: bool = _f(True, "Pack several samples into each full-length row (no attention across samples) instead of padding.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory (slower).")
     loss_chunk_size: int = _f(1024, "Tokens per chunk of the vocabulary projection in the loss (bounds logits memory).")
@@ -165,6 +166,7 @@ class DataConfig:
 
 
 SUPPORTED_DTYPES = ("auto", "float32", "bfloat16", "float16")
+BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")
 
 
 @dataclass
@@ -357,6 +359,8 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
         errors.append("Loss chunk size must be at least 1")
     if t.dtype not in SUPPORTED_DTYPES:
         errors.append(f"Unknown dtype {t.dtype!r}; choose one of {', '.join(SUPPORTED_DTYPES)}")
+    if t.base_quantization not in BASE_QUANTIZATIONS:
+        errors.append(f"Unknown base quantization {t.base_quantization!r}; choose one of {', '.join(BASE_QUANTIZATIONS)}")
     if devices is not None and t.device != "auto" and t.device not in devices:
         errors.append(f"Device {t.device!r} is not available; available: {', '.join(devices)}")
     if d.window_overlap < 0:

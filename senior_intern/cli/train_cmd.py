@@ -87,12 +87,13 @@ class ConsoleReporter:
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.bar = None
+        self.opening = None  # the opening bar, while the base model opens
 
     def __call__(self, event: Any) -> None:
         """Handle one engine event."""
         from tqdm import tqdm
 
-        from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
+        from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged
 
         if isinstance(event, Progress):
             if self.bar is None:
@@ -102,6 +103,15 @@ class ConsoleReporter:
             self.bar.set_postfix(loss=f"{m.loss:.4f}", lr=f"{m.learning_rate:.2e}", tok_s=f"{event.tokens_per_second:.0f}",
                                  eta=f"{event.eta or 0:.0f}s", refresh=False)
             self.bar.refresh()
+        elif isinstance(event, ModelOpening):
+            if self.opening is None:
+                self.opening = tqdm(total=event.total, desc="Opening base model", unit="tensor", file=self.stream,
+                                    dynamic_ncols=True)
+            self.opening.n = event.done
+            self.opening.refresh()
+            if event.done >= event.total:
+                self.opening.close()
+                self.opening = None
         elif isinstance(event, LogMessage):
             self._write(f"[{event.level.value}] {event.text}")
         elif isinstance(event, Evaluated):

@@ -55,11 +55,13 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ]),
     ("Advanced", [
         ("training.max_steps", "Max steps"), ("training.seed", "Seed"), ("training.device", "Device"),
-        ("training.dtype", "Dtype"), ("training.gradient_checkpointing", "Gradient checkpointing"),
+        ("training.dtype", "Dtype"), ("training.base_quantization", "Base quantization"),
+        ("training.gradient_checkpointing", "Gradient checkpointing"),
         ("training.loss_chunk_size", "Loss chunk size"), ("training.max_nonfinite_steps", "Max non-finite steps"),
     ]),
 ]
-_CHOICES = {"training.device": ["auto", "cpu", "cuda", "mps"], "training.dtype": ["auto", "float32", "bfloat16", "float16"]}
+_CHOICES = {"training.device": ["auto", "cpu", "cuda", "mps"], "training.dtype": ["auto", "float32", "bfloat16", "float16"],
+            "training.base_quantization": ["none", "int8", "int4", "auto"]}
 _FOLDERS = ("output_dir", "adapters_dir")
 _FILES = ("validation_path",)
 
@@ -83,7 +85,7 @@ MESSAGE_FIELDS: list[tuple[str, tuple[str, ...]]] = [
     ("Early-stopping min delta", ("training.early_stopping_min_delta",)),
     ("Early stopping needs", ("training.early_stopping_patience",)), ("Max gradient norm", ("training.max_grad_norm",)),
     ("Max non-finite", ("training.max_nonfinite_steps",)), ("Loss chunk size", ("training.loss_chunk_size",)),
-    ("Unknown dtype", ("training.dtype",)), ("Device", ("training.device",)), ("Window overlap", ("data.window_overlap",)),
+    ("Unknown dtype", ("training.dtype",)), ("Unknown base quantization", ("training.base_quantization",)), ("Device", ("training.device",)), ("Window overlap", ("data.window_overlap",)),
     ("Max file size", ("data.max_file_bytes",)),
 ]
 

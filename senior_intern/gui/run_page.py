@@ -152,6 +152,7 @@ class RunPage(QWidget):
         runner.progress.connect(self._on_progress)
         runner.evaluated.connect(self._on_evaluated)
         runner.log.connect(self._on_log)
+        runner.opening.connect(lambda event: self.state_label.setText(event.text))  # a named task with its progress
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
         runner.running_changed.connect(self.resume_button.setDisabled)

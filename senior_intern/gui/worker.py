@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from senior_intern.config import TrainingJob
 from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.training.control import TrainingControl
-from senior_intern.training.events import Evaluated, LogMessage, Progress, StateChanged
+from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged
 
 _frozen = False
 
@@ -48,6 +48,7 @@ class TrainingWorker(QObject):
     progress = Signal(object)  # Progress
     evaluated = Signal(object)  # Evaluated
     log = Signal(object)  # LogMessage
+    opening = Signal(object)  # ModelOpening
     finished = Signal(object)  # TrainingResult
     failed = Signal(object)  # Exception raised outside the engine's own handling
 
@@ -86,6 +87,8 @@ class TrainingWorker(QObject):
             self.evaluated.emit(event)
         elif isinstance(event, LogMessage):
             self.log.emit(event)
+        elif isinstance(event, ModelOpening):
+            self.opening.emit(event)
 
 
 class TrainingRunner(QObject):
@@ -96,6 +99,7 @@ class TrainingRunner(QObject):
     progress = Signal(object)
     evaluated = Signal(object)
     log = Signal(object)
+    opening = Signal(object)  # ModelOpening
     finished = Signal(object)  # TrainingResult
     failed = Signal(object)  # Exception
     running_changed = Signal(bool)
@@ -132,6 +136,7 @@ class TrainingRunner(QObject):
         worker.progress.connect(self.progress, queued)
         worker.evaluated.connect(self.evaluated, queued)
         worker.log.connect(self.log, queued)
+        worker.opening.connect(self.opening, queued)
         worker.finished.connect(self._on_finished, queued)
         worker.failed.connect(self._on_failed, queued)
         thread.started.connect(worker.run)

@@ -13,6 +13,10 @@ intermediate ``h`` [N, r]; the dropped copy is rebuilt in backward with one ``in
 Backward also reuses that buffer for the masked input gradient and accumulates every
 contribution into one [N, in] tensor instead of autograd's per-branch sums.
 
+A compact frozen base (``models.quantized.FrozenLinear``) may stand in for ``W``: it is
+dequantised for the forward GEMM, not saved, and dequantised again in backward
+(``dense_weight``), so no float copy of its weight lives between the passes.
+
 ``project`` / ``project_backward`` are the two halves, shared with the fused MLP function
 (``fused_mlp.py``). The mathematics is the plain computation's; only float summation order may
 differ (tests: ``tests/lora/test_fast_functional.py``).
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from senior_intern.lora.dropout import DropPlan
+from senior_intern.models.quantized import FrozenLinear
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,6 +43,16 @@ def _nothing(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def scaled_mm(m1: torch.Tensor, m2: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * (m1 @ m2)`` in one GEMM (the scale is the GEMM's alpha)."""
     return torch.addmm(_nothing(m1.dtype, m1.device), m1, m2, beta=0.0, alpha=scale)
+
+
+def dense_weight(weight: torch.Tensor | FrozenLinear, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` itself, or a compact base's weight dequantised into ``dtype`` now."""
+    return weight if isinstance(weight, torch.Tensor) else weight.dequantized(dtype)
+
+
+def saved_weight(weight: torch.Tensor | FrozenLinear) -> tuple[torch.Tensor | None, FrozenLinear | None]:
+    """(tensor to ``save_for_backward``, compact source to keep on ``ctx``): a compact base saves nothing."""
+    return (weight, None) if isinstance(weight, torch.Tensor) else (None, weight)
 
 
 @dataclass(frozen=True)
@@ -159,7 +174,7 @@ def project_backward(
 class LoraLinearFunction(torch.autograd.Function):
     """``y = project(x, ...)`` with a memory-lean backward; see the module docstring.
 
-    Inputs: x [N, in] (2-D), weight [out, in] (must not require grad), bias [out] or None,
+    Inputs: x [N, in] (2-D), weight [out, in] (must not require grad) or a ``FrozenLinear``, bias [out] or None,
     a [r, in], b [out, r], lora_bias [out] or None, spec ``LoraSpec``. Output: y [N, out].
     Everything computes in the dtype of ``x`` and ``weight``; factors in another dtype (float32
     masters under a bfloat16 base) are cast in, and their gradients come back in their own dtype.
@@ -170,15 +185,18 @@ class LoraLinearFunction(torch.autograd.Function):
         """Compute y and keep x, the factors and h for backward."""
         ctx.factor_dtypes = tuple(None if t is None else t.dtype for t in (a, b, lora_bias))
         a, b, lora_bias = in_compute_dtype(x.dtype, a, b, lora_bias)
-        y, h = project(x, weight, bias, a, b, lora_bias, spec)
+        y, h = project(x, dense_weight(weight, x.dtype), bias, a, b, lora_bias, spec)
+        kept, ctx.source = saved_weight(weight)  # a compact base saves nothing
         ctx.spec, plan = stash_plan(spec)
-        ctx.save_for_backward(x, weight, a, b, h, plan)
+        ctx.save_for_backward(x, kept, a, b, h, plan)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         """Gradients for x, bias, a, b and lora_bias (never for the frozen weight)."""
         x, weight, a, b, h, plan = ctx.saved_tensors
+        if ctx.source is not None:
+            weight = ctx.source.dequantized(x.dtype)
         need = ctx.needs_input_grad
         grad_x, grads = project_backward(
             grad_y.contiguous(), x, weight, a, b, h, unstash_plan(ctx.spec, plan), (need[2], need[3], need[4], need[5]),

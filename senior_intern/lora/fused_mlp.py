@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senior_intern.lora.functional import LoraSpec, as_dtype, in_compute_dtype, project, project_backward, stash_plan, unstash_plan
+from senior_intern.lora.functional import (
+    LoraSpec, as_dtype, dense_weight, in_compute_dtype, project, project_backward, saved_weight, stash_plan, unstash_plan,
+)
 from senior_intern.lora.layer import LoraLayer
+from senior_intern.models.quantized import FrozenLinear
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 _CHECK_ROWS = 3
@@ -42,7 +45,10 @@ def _parts(module: nn.Module, x: torch.Tensor, shape: torch.Size) -> tuple[list,
         else:
             spec = module.lora_spec(shape, x.device)
             base = module.base_layer
-            return [base.weight, base.bias, module.lora_A.weight, module.lora_B.weight, module.lora_B.bias], spec
+            weight = base if isinstance(base, FrozenLinear) else base.weight
+            return [weight, base.bias, module.lora_A.weight, module.lora_B.weight, module.lora_B.bias], spec
+    if isinstance(module, FrozenLinear):  # compact: dequantised inside the function
+        return ([module, module.bias, None, None, None], None) if module.compute_dtype == x.dtype else None
     if type(module) is not nn.Linear or module.weight.requires_grad or module.weight.dtype != x.dtype:
         return None
     return [module.weight, module.bias, None, None, None], None
@@ -76,15 +82,17 @@ class SwiGluFunction(torch.autograd.Function):
         ctx.factor_dtypes = [None if t is None else t.dtype for t in tensors]
         tensors = [t if k % 5 < 2 else in_compute_dtype(x.dtype, t)[0] for k, t in enumerate(tensors)]
         gate_t, up_t, down_t = tensors[0:5], tensors[5:10], tensors[10:15]
-        g, h_gate = project(x, *gate_t, specs[0])
-        u, h_up = project(x, *up_t, specs[1])
+        g, h_gate = project(x, dense_weight(gate_t[0], x.dtype), *gate_t[1:], specs[0])
+        u, h_up = project(x, dense_weight(up_t[0], x.dtype), *up_t[1:], specs[1])
         mid = F.silu(g).mul_(u)
-        y, h_down = project(mid, *down_t, specs[2])
+        y, h_down = project(mid, dense_weight(down_t[0], x.dtype), *down_t[1:], specs[2])
         del mid
         stashed = [stash_plan(spec) for spec in specs]  # plans as saved tensors: checkpointing frees them
         ctx.specs = tuple(spec for spec, _ in stashed)
+        kept = [saved_weight(t[0]) for t in (gate_t, up_t, down_t)]  # a compact base saves nothing
+        ctx.sources = [source for _, source in kept]
         ctx.save_for_backward(x, g, u, h_gate, h_up, h_down,
-                              gate_t[0], gate_t[2], gate_t[3], up_t[0], up_t[2], up_t[3], down_t[0], down_t[2], down_t[3],
+                              kept[0][0], gate_t[2], gate_t[3], kept[1][0], up_t[2], up_t[3], kept[2][0], down_t[2], down_t[3],
                               *(plan for _, plan in stashed))
         return y
 
@@ -93,6 +101,7 @@ class SwiGluFunction(torch.autograd.Function):
         """Recompute silu(g) * u, then run the three projections' backward passes."""
         x, g, u, h_gate, h_up, h_down, gw, ga, gb, uw, ua, ub, dw, da, db, *plans = ctx.saved_tensors
         specs = tuple(unstash_plan(spec, plan) for spec, plan in zip(ctx.specs, plans))
+        gw, uw, dw = (w if s is None else s.dequantized(x.dtype) for w, s in zip((gw, uw, dw), ctx.sources))
         need = ctx.needs_input_grad  # x, specs, then 5 per projection
         gate_needs, up_needs, down_needs = (tuple(need[2 + 5 * i + k] for k in (1, 2, 3, 4)) for i in range(3))
         need_mid = need[0] or any(gate_needs) or any(up_needs)
@@ -119,7 +128,7 @@ class SwiGluFunction(torch.autograd.Function):
 
 def _is_candidate(module: nn.Module) -> bool:
     children = [getattr(module, n, None) for n in _PROJECTIONS]
-    return all(isinstance(c, (nn.Linear, LoraLayer)) for c in children) and "forward" not in vars(module)
+    return all(isinstance(c, (nn.Linear, LoraLayer)) for c in children) and "forward" not in vars(module)  # FrozenLinear is an nn.Linear
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from senior_intern.config import LoraBias, LoraConfig, LoraInit
 from senior_intern.lora.base import LoraBase
 from senior_intern.lora.dropout import DropPlan
 from senior_intern.lora.functional import LoraLinearFunction, LoraSpec
+from senior_intern.models.quantized import FrozenLinear
 
 
 class LoraLayer(LoraBase):
@@ -64,10 +65,14 @@ class LoraLayer(LoraBase):
         self.dropout = float(cfg.dropout)
         self.bias_mode = LoraBias(cfg.bias)
         self.base_layer = base
-        factory = {"device": device or base.weight.device, "dtype": dtype or base.weight.dtype}
+        if isinstance(base, FrozenLinear):  # a compact base: no need to dequantise it to learn its dtype
+            factory = {"device": device or base.qdata.device, "dtype": dtype or base.compute_dtype}
+        else:
+            factory = {"device": device or base.weight.device, "dtype": dtype or base.weight.dtype}
         self.lora_A = nn.Linear(self.in_features, self.rank, bias=False, **factory)
         self.lora_B = nn.Linear(self.rank, self.out_features, bias=self.bias_mode != LoraBias.NONE, **factory)
-        base.weight.requires_grad_(False)
+        if not isinstance(base, FrozenLinear):
+            base.weight.requires_grad_(False)
         if base.bias is not None:
             base.bias.requires_grad_(self.bias_mode == LoraBias.ALL)
         self.reset()
@@ -122,7 +127,8 @@ class LoraLayer(LoraBase):
                 bias = lb * self.scaling if bias is None else bias + lb * self.scaling
             return F.linear(x, weight, bias)
         if fused:
-            y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, a, b, self.lora_B.bias, spec)
+            weight = base if isinstance(base, FrozenLinear) else base.weight  # a compact base dequantises inside
+            y = LoraLinearFunction.apply(x.reshape(-1, self.in_features), weight, base.bias, a, b, self.lora_B.bias, spec)
             return y.view(*x.shape[:-1], self.out_features)
         result = base(x)
         lora_in = x if x.dtype == a.dtype else x.to(a.dtype)
@@ -152,10 +158,14 @@ class LoraLayer(LoraBase):
 
     def fused_ok(self, x: torch.Tensor) -> bool:
         """True when ``LoraLinearFunction`` computes what the module would: a plain ``nn.Linear``
-        base with a frozen weight, one dtype for input and base, and factors in that dtype or
-        float32 (master factors under a bfloat16/float16 base; the function computes in the
-        base's dtype and returns float32 gradients for them)."""
+        base with a frozen weight (or a compact ``FrozenLinear``), one dtype for input and base,
+        and factors in that dtype or float32 (master factors under a bfloat16/float16 base; the
+        function computes in the base's dtype and returns float32 gradients for them)."""
         base, a = self.base_layer, self.lora_A.weight
+        if isinstance(base, FrozenLinear):
+            return (x.dtype == base.compute_dtype
+                    and a.dtype == self.lora_B.weight.dtype and a.dtype in (x.dtype, torch.float32)
+                    and not base._forward_hooks and not base._forward_pre_hooks)
         return (
             type(base).forward is nn.Linear.forward
             and not base.weight.requires_grad
@@ -163,6 +173,15 @@ class LoraLayer(LoraBase):
             and a.dtype == self.lora_B.weight.dtype and a.dtype in (x.dtype, torch.float32)
             and not base._forward_hooks and not base._forward_pre_hooks
         )
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight; a compact base (``FrozenLinear``) is dequantised
+        into an ordinary ``nn.Linear`` first (this layer only), since blocks cannot hold it."""
+        if not self.merged and isinstance(self.base_layer, FrozenLinear):
+            self.check_finite()
+            self.base_layer = self.base_layer.to_dense()
+        super().merge()
 
     # --- hooks for LoraBase -------------------------------------------------------------------
     def lora_tensors(self) -> dict[str, nn.Parameter]:

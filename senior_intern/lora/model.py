@@ -23,6 +23,7 @@ from senior_intern.lora.base import LoraBase
 from senior_intern.lora.embedding import LoraEmbedding
 from senior_intern.lora.layer import LoraLayer
 from senior_intern.lora.targets import select_targets
+from senior_intern.models.quantized import FrozenLinear
 
 PEFT_PREFIX = "base_model.model."
 
@@ -121,7 +122,7 @@ class LoraModel(nn.Module):
             owners.setdefault(id(param), []).append(name)
         tied = {}
         for name, layer in self._layers.items():
-            others = [n for n in owners[id(layer.base_layer.weight)] if n != f"{name}.base_layer.weight"]
+            others = [n for n in owners.get(id(layer.base_layer.weight), []) if n != f"{name}.base_layer.weight"]
             if others:
                 tied[name] = others[0]
         return tied
@@ -253,7 +254,7 @@ class LoraModel(nn.Module):
         weight. Merged layers are unmerged, loaded and merged again.
         """
         own = {PEFT_PREFIX + n: p for n, p in self._trainable_named().items()}
-        optional = {PEFT_PREFIX + f"{n}.base_layer.weight": layer.base_layer.weight for n, layer in self._layers.items()}
+        optional = {PEFT_PREFIX + f"{n}.base_layer.weight": layer for n, layer in self._layers.items()}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own and k not in optional]
         if strict and unexpected:
@@ -262,6 +263,10 @@ class LoraModel(nn.Module):
         if strict and missing:
             raise ValueError(f"Missing LoRA key {missing[0]} ({len(missing)} missing in all); "
                              "the adapter does not cover the configured target modules")
+        for key, layer in optional.items():  # a full base weight to load: a compact base becomes dense
+            if key in state_dict and isinstance(layer.base_layer, FrozenLinear):
+                layer.base_layer = layer.base_layer.to_dense()
+        optional = {k: layer.base_layer.weight for k, layer in optional.items()}
         targets = {k: p for k, p in {**own, **optional}.items() if k in state_dict}
         for key, param in targets.items():
             if tuple(state_dict[key].shape) != tuple(param.shape):

@@ -1,9 +1,11 @@
-"""GGUF files converted once into Hugging Face folders, kept in the model cache.
+"""The small parts of GGUF files, read once and kept in the model cache.
 
-Loading a GGUF through transformers dequantises every tensor (about 20 s for the 135M demo model
-on two cores); a safetensors folder loads in about a second. The first load of a GGUF file writes
-``paths.model_cache_dir() / <content hash>/`` with the float32 weights (``model.safetensors``),
-``config.json``, the tokenizer files and ``source.json`` (the source path, size, mtime and hash).
+Reading a GGUF's config and tokenizer through transformers parses the whole vocabulary (about
+5 s for the 135M demo model on two cores). The first load of a GGUF file writes
+``paths.model_cache_dir() / <content hash>/`` with ``config.json``, the tokenizer files and
+``source.json`` (the source path, size, mtime, hash and format version). The weights are not
+cached: they are read from the GGUF file itself, kept compact (``gguf_model.py``). Entries of
+format version 1 (which held a float32 copy of the weights) are rebuilt, dropping that copy.
 It is built in a temporary folder and renamed into place, so a crash never leaves half an entry.
 Converting a new version of a file removes the entries left from its older versions.
 """
@@ -17,10 +19,10 @@ import time
 from pathlib import Path
 
 from senior_intern import paths
-from senior_intern.models.info import ModelLoadError, one_line, require_all_weights
+from senior_intern.models.info import ModelLoadError, one_line
 
 SOURCE_FILE = "source.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TMP_PREFIX = ".tmp-"
 ABANDONED_TMP_SECONDS = 24 * 3600
 """Temporary folders older than this are leftovers of a crashed conversion and are removed."""
@@ -34,15 +36,21 @@ def cache_entry(content_hash: str) -> Path:
 def cached_conversion(content_hash: str) -> Path | None:
     """The finished conversion of a GGUF file with this content hash, or None."""
     folder = cache_entry(content_hash)
-    return folder if (folder / SOURCE_FILE).is_file() else None
+    try:
+        record = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
+        return None
+    return folder if (folder / "config.json").is_file() else None
 
 
 def convert_gguf(source: Path, content_hash: str) -> Path:
-    """Convert the GGUF file ``source`` into the cache and return the folder.
-
-    The weights are dequantised to float32 on the CPU. Raises ``ModelLoadError`` when
+    """Write the config and tokenizer of the GGUF file ``source`` into the cache and return the
+    folder (an older entry of the same hash is replaced). Raises ``ModelLoadError`` when
     transformers cannot read the file.
     """
+    remove_entry(content_hash)
     root = paths.model_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}{content_hash[:12]}-"))
@@ -71,29 +79,18 @@ def convert_gguf(source: Path, content_hash: str) -> Path:
 
 
 def _write_conversion(source: Path, out: Path) -> None:
-    """Load ``source`` with transformers' GGUF support and save it as a Hugging Face folder."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Read ``source``'s config and tokenizer with transformers' GGUF support and save them."""
+    from transformers import AutoConfig, AutoTokenizer
 
     try:
-        from transformers import GgufConfig  # transformers 5: ask for plain dense weights
-    except ImportError:  # older transformers always dequantise GGUF
-        GgufConfig = None
-    kwargs: dict = {"gguf_file": source.name}
-    if GgufConfig is not None:
-        kwargs["quantization_config"] = GgufConfig(gguf_file=source.name, dequantize=True)
-    try:
-        model, loading_info = AutoModelForCausalLM.from_pretrained(
-            source.parent, dtype=torch.float32, output_loading_info=True, **kwargs
-        )
-        require_all_weights(loading_info, source)
+        config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-        model.save_pretrained(out)
+        config.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    except (MemoryError, ModelLoadError):
+    except MemoryError:
         raise
     except Exception as exc:  # transformers and gguf raise many types; the user needs one line
-        raise ModelLoadError(f"{source}: could not convert the GGUF file ({one_line(exc)})") from exc
+        raise ModelLoadError(f"{source}: could not read the GGUF file's config and tokenizer ({one_line(exc)})") from exc
 
 
 def prune_stale(source: Path, keep: str) -> list[Path]:

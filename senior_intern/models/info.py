@@ -51,6 +51,10 @@ class ModelInfo:
     quantization: str | None = None
     """GGUF file type such as ``"Q4_1"`` or ``"F16"``; None for a Hugging Face folder."""
     has_chat_template: bool = False
+    base_held: str = ""
+    """How ``load_base_model`` holds the frozen linear weights: ``"gguf"`` (the GGUF file's own
+    blocks, dequantised per layer), ``"int8"`` / ``"int4"`` (quantised at load), ``"float"``
+    (dense in ``dtype``); empty for ``metadata``."""
 
     @property
     def parameters_label(self) -> str:

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from senior_intern.models import cache
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     import torch
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")  # as config.BASE_QUANTIZATIONS
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: tensors read so far while a base model opens."""
 
 
 @dataclass
@@ -35,23 +39,50 @@ def load_base_model(
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
+    *,
+    base_quantization: str = "none",
+    progress: Progress | None = None,
+    gguf_compact: bool = True,
 ) -> LoadedModel:
     """Load a Hugging Face model folder or a ``.gguf`` file for LoRA training.
 
     ``dtype`` None or ``"auto"`` means float32 on the CPU and bfloat16 (float16 where the GPU
-    lacks bfloat16) elsewhere; otherwise a ``torch.dtype`` or one of ``DTYPE_NAMES``. A GGUF file
-    is converted into the model cache on its first load (dequantised to float) and loaded from
-    there afterwards. Raises ``ModelLoadError`` (a ``ValueError``) naming the path and the problem.
+    lacks bfloat16) elsewhere; otherwise a ``torch.dtype`` or one of ``DTYPE_NAMES``.
+
+    A GGUF file opens compactly: its linear weights stay in the file's blocks (``FrozenLinear``,
+    dequantised per layer when used) and the rest is dequantised into ``dtype``; its config and
+    tokenizer are kept in the model cache after the first open. An architecture the compact
+    reader cannot map, or ``gguf_compact=False``, loads through transformers' float path
+    instead (every tensor dequantised into ``dtype`` in memory; nothing written to disk).
+    ``base_quantization`` (Hugging Face folders; ignored for GGUF, which is compact already):
+    ``none`` keeps the float weights, ``int8`` / ``int4`` quantise every linear layer but the LM
+    head at load, ``auto`` picks by the machine's memory (``pick_base_quantization``).
+    ``progress(done, total)`` is called as tensors are read. Raises ``ModelLoadError`` (a
+    ``ValueError``) naming the path and the problem.
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source = resolve_model_path(path)
+    if base_quantization not in BASE_QUANTIZATIONS:
+        raise ValueError(f"unknown base_quantization {base_quantization!r}; use one of {', '.join(BASE_QUANTIZATIONS)}")
     info = metadata(source)
+    held = "float"
     if info.source_format == "gguf":
-        model, tokenizer = _load_gguf(source, info.content_hash, torch_dtype)
+        model, tokenizer, held = _load_gguf(source, info.content_hash, torch_dtype, progress, gguf_compact)
     else:
+        if progress:
+            progress(0, 1)
         model, tokenizer = _load_folder(source, source, torch_dtype)
+        kind = pick_base_quantization(base_quantization, info.parameter_count)
+        if kind != "none":
+            from senior_intern.models.quantized import quantize_linears
+
+            head = model.get_output_embeddings()
+            quantize_linears(model, kind, skip={n for n, m in model.named_modules() if m is head})
+            held = kind
+        if progress:
+            progress(1, 1)
     model.to(torch_device)
     model.eval()
     model.requires_grad_(False)
@@ -59,6 +90,7 @@ def load_base_model(
         info,
         dtype=str(model.dtype).removeprefix("torch."),
         load_seconds=time.perf_counter() - started,
+        base_held=held,
     )
     return LoadedModel(model, tokenizer, info)
 
@@ -100,18 +132,68 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return getattr(torch, name)
 
 
-def _load_gguf(source: Path, content_hash: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    """Load a GGUF file from its cached conversion, converting it first when needed."""
-    folder = cache.cached_conversion(content_hash)
-    if folder is not None:
-        try:
-            for file in hf_layout(folder).weight_files:
-                read_safetensors_header(file)
-            return _load_folder(folder, source, dtype)
-        except ModelLoadError:  # a damaged cache entry is rebuilt from the source
-            cache.remove_entry(content_hash)
-    folder = cache.convert_gguf(source, content_hash)
-    return _load_folder(folder, source, dtype)
+def pick_base_quantization(choice: str, parameter_count: int) -> str:
+    """``auto`` -> ``none`` when a float32 copy of the base takes under a quarter of this machine's
+    memory, else ``int8`` under a half, else ``int4``; other choices are returned as given."""
+    if choice != "auto":
+        return choice
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    need = 4 * parameter_count
+    if total and need < total / 4:
+        return "none"
+    if total and need / 4 < total / 2:
+        return "int8"
+    return "int4"
+
+
+def _load_gguf(source: Path, content_hash: str, dtype: torch.dtype,
+               progress: Progress | None, compact: bool) -> tuple[Any, Any, str]:
+    """The compact model of a GGUF file (config and tokenizer from the cache), and how it is held."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from senior_intern.models.gguf_header import read_gguf_header
+    from senior_intern.models.gguf_model import CompactUnsupported, load_compact_gguf
+
+    folder = cache.cached_conversion(content_hash) or cache.convert_gguf(source, content_hash)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError):  # a damaged cache entry is rebuilt from the source
+        folder = cache.convert_gguf(source, content_hash)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not compact:
+        return _load_gguf_float(source, dtype), tokenizer, "float"
+    try:
+        model = load_compact_gguf(source, config, read_gguf_header(source).architecture, dtype, progress)
+        return model, tokenizer, "gguf"
+    except CompactUnsupported:
+        return _load_gguf_float(source, dtype), tokenizer, "float"
+
+
+def _load_gguf_float(source: Path, dtype: torch.dtype) -> Any:
+    """transformers' own GGUF loader: every tensor dequantised to ``dtype`` in memory."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from transformers import GgufConfig  # transformers 5: ask for plain dense weights
+    except ImportError:  # older transformers always dequantise GGUF
+        GgufConfig = None
+    kwargs: dict = {"gguf_file": source.name}
+    if GgufConfig is not None:
+        kwargs["quantization_config"] = GgufConfig(gguf_file=source.name, dequantize=True)
+    try:
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
+            source.parent, dtype=dtype, output_loading_info=True, **kwargs
+        )
+    except MemoryError:
+        raise
+    except Exception as exc:  # transformers and gguf raise many types; the user needs one line
+        raise ModelLoadError(f"{source}: could not load the GGUF file ({one_line(exc)})") from exc
+    require_all_weights(loading_info, source)
+    return model
 
 
 def _load_folder(folder: Path, shown_as: Path, dtype: torch.dtype) -> tuple[Any, Any]:

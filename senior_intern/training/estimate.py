@@ -4,7 +4,8 @@
     est = estimate(job, probe=True)    # also times real steps of the job in a fresh process
 
 The step counts come from the real dataset, tokenised and batched as a run does it. Memory is
-the sum of its parts (``MemoryBreakdown``): base weights in the compute dtype, LoRA factors,
+the sum of its parts (``MemoryBreakdown``): base weights as a run holds them (compact GGUF blocks
+or int8/int4 linears, the rest in the compute dtype: ``ModelFacts.base_weight_bytes``), LoRA factors,
 their gradients, optimizer state, the activations autograd keeps (``estimate_model``), the
 loss's logits chunk, and what the allocator and framework add (``ALLOCATOR_SLACK``: on the CPU
 the glibc heap keeps freed chunks, measured on the demo model from 128 to 2,048 tokens per
@@ -124,7 +125,7 @@ def _shape(job: TrainingJob, dtype: torch.dtype, batch: int, width: int, checkpo
 def _memory(facts: em.ModelFacts, shape: em.StepShape, kind: str) -> MemoryBreakdown:
     params = facts.trainable_parameters * em.dtype_bytes(em.lora_dtype(shape.dtype))
     return MemoryBreakdown(
-        weights=facts.base_parameters * em.dtype_bytes(shape.dtype),
+        weights=facts.base_weight_bytes(em.dtype_bytes(shape.dtype)),
         lora_parameters=params,
         gradients=params,
         optimizer_state=em.optimizer_states(shape) * params,

@@ -25,6 +25,7 @@ keeps only its input, and one layer's activations come back during backward.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import time
@@ -76,6 +77,17 @@ class ModelFacts:
     context_length: int  # max_position_embeddings (0 when the config does not say)
     lora_modules: tuple[LoraModule, ...] = field(default_factory=tuple)
     rank: int = 16
+    compact_elements: int = 0  # base elements held compact (GGUF blocks, int8/int4) instead of in the compute dtype
+    compact_bytes: int = 0  # bytes those take
+
+    def base_weight_bytes(self, s: int) -> int:
+        """Bytes of the frozen base in memory with ``s`` bytes per dense element: the dense part,
+        the compact part as held, and while compact, the scratch of dequantising one MLP
+        (gate, up and down at once in float32, plus the kernel's temporaries)."""
+        dense = (self.base_parameters - self.compact_elements) * s
+        if not self.compact_elements:
+            return dense
+        return dense + self.compact_bytes + 4 * 4 * self.hidden_size * self.intermediate_size
 
     @property
     def lora_macs(self) -> int:
@@ -151,8 +163,34 @@ def _facts(folder: str, lora_key: tuple, factor_dtype: torch.dtype) -> ModelFact
 
 def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
     """Shapes and exact trainable-parameter count of ``job``'s model wrapped with ``job.lora``,
-    built on the meta device (a few milliseconds once the config is cached)."""
-    return _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
+    built on the meta device (a few milliseconds once the config is cached), with how much of
+    the base a run holds compact (a GGUF file's linear weights; ``base_quantization``)."""
+    facts = _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
+    elements, nbytes = _compact_part(str(job.base_model_path), job.training.base_quantization, facts)
+    return dataclasses.replace(facts, compact_elements=elements, compact_bytes=nbytes)
+
+
+def _compact_part(path: str, base_quantization: str, facts: ModelFacts) -> tuple[int, int]:
+    """(elements, bytes) of the base's linear weights as ``load_base_model`` will hold them."""
+    from senior_intern.models.dequant import KERNELS
+    from senior_intern.models.gguf_header import read_gguf_header
+    from senior_intern.models.inspection import resolve_model_path
+    from senior_intern.models.loader import pick_base_quantization
+
+    source = resolve_model_path(path)
+    if source.is_file():  # GGUF: the 2-D tensors but the token embedding are linear weights, kept as stored
+        from gguf import GGMLQuantizationType
+
+        linear = [t for t in read_gguf_header(source).tensors
+                  if len(t.shape) == 2 and not t.name.startswith("token_embd")
+                  and GGMLQuantizationType(t.ggml_type).name in KERNELS]
+        return sum(t.n_elements for t in linear), sum(t.nbytes for t in linear)
+    kind = pick_base_quantization(base_quantization, facts.base_parameters)
+    if kind == "none":
+        return 0, 0
+    elements = facts.linear_macs  # every decoder linear (the LM head stays dense)
+    per_element = 1 + 4 / facts.hidden_size if kind == "int8" else 0.5 + 4 / 32
+    return elements, int(elements * per_element)
 
 
 # --- memory ------------------------------------------------------------------------------------

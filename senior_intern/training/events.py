@@ -154,5 +154,23 @@ class LogMessage:
     timestamp: float = field(default_factory=time.time)
 
 
-Event = Union[StateChanged, Progress, Evaluated, LogMessage]
+@dataclass(frozen=True)
+class ModelOpening:
+    """Progress of opening the base model (sent while Preparing): ``done`` of ``total`` tensors read."""
+
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        """Tensors read in percent."""
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    @property
+    def text(self) -> str:
+        """``"Opening base model: 136/272 tensors (50%)"``."""
+        return f"Opening base model: {self.done}/{self.total} tensors ({self.percent:.0f}%)"
+
+
+Event = Union[StateChanged, Progress, Evaluated, LogMessage, ModelOpening]
 EventCallback = Callable[[Event], None]

@@ -27,7 +27,15 @@ from senior_intern.models import load_base_model
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed
 from senior_intern.training.early_stopping import EarlyStopping
-from senior_intern.training.events import Evaluated, LogLevel, LogMessage, Progress, TrainingMetrics, TrainingState
+from senior_intern.training.events import (
+    Evaluated,
+    LogLevel,
+    LogMessage,
+    ModelOpening,
+    Progress,
+    TrainingMetrics,
+    TrainingState,
+)
 from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
@@ -72,6 +80,22 @@ def unique_run_dir(job: TrainingJob) -> Path:
     return candidate
 
 
+OPENING_INTERVAL = 0.5
+"""Seconds between two opening-progress messages."""
+
+
+def held_summary(model: torch.nn.Module, held: str) -> str:
+    """How the frozen base is held, for the log: ``"linear weights as GGUF blocks (Q4_1), 66.4 MB; other 113.4 MB"``."""
+    from senior_intern.models.quantized import FrozenLinear, compact_bytes
+
+    packed, other = compact_bytes(model)
+    kinds = sorted({m.kind for m in model.modules() if isinstance(m, FrozenLinear)})
+    if not kinds:
+        return f"weights dense ({held}), {other / 1e6:.1f} MB"
+    how = f"GGUF blocks ({', '.join(kinds)})" if held == "gguf" else ", ".join(kinds)
+    return f"linear weights as {how}, {packed / 1e6:.1f} MB; other tensors {other / 1e6:.1f} MB"
+
+
 class Session:
     """Prepares and runs one training job; reports through ``emit`` and obeys ``control``."""
 
@@ -103,6 +127,14 @@ class Session:
         self.state = new
         self._set_state(new, message)
 
+    def _opening(self, done: int, total: int) -> None:
+        """Opening progress of the base model as ``ModelOpening`` events (at most twice a second)."""
+        now = time.monotonic()
+        if 0 < done < total and now - getattr(self, "_opening_shown", 0.0) < OPENING_INTERVAL:
+            return
+        self._opening_shown = now
+        self.emit(ModelOpening(done, total))
+
     def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         """Send a line to the log."""
         self.emit(LogMessage(level, text))
@@ -120,8 +152,10 @@ class Session:
         self.log(f"{describe_matmul_precision(configure_matmul_precision(self.device, self.dtype))}; {self.scaler.describe()}")
         torch.manual_seed(cfg.seed)
         self.log(f"Loading base model {job.base_model_path}")
-        loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype)
+        loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype,
+                                 base_quantization=cfg.base_quantization, progress=self._opening)
         self.model_info, self.tokenizer = loaded.info, loaded.tokenizer
+        self.log(f"Base model opened in {loaded.info.load_seconds:.1f} s; {held_summary(loaded.model, loaded.info.base_held)}")
         context = getattr(self.model_info, "context_length", 0)
         if context and cfg.max_seq_length > context:
             self.log(f"max_seq_length ({cfg.max_seq_length}) is longer than the model's context length ({context}); "

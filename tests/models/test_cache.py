@@ -39,7 +39,9 @@ def test_tiny_gguf_converts_once_and_matches_the_original(tiny_gguf):
     stat = tiny_gguf.stat()
     assert record["source"] == str(tiny_gguf.resolve())
     assert (record["size"], record["mtime_ns"], record["hash"]) == (stat.st_size, stat.st_mtime_ns, digest)
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert {"config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.safetensors"))  # no float copy of the weights: they stay in the GGUF
+    assert loaded.info.base_held == "gguf"
     assert not [p for p in paths.model_cache_dir().iterdir() if p.name.startswith(cache.TMP_PREFIX)]
     ids = make_tiny_tokenizer()(TEXT, return_tensors="pt").input_ids
     assert loaded.tokenizer(TEXT, return_tensors="pt").input_ids.tolist() == ids.tolist()
@@ -47,9 +49,9 @@ def test_tiny_gguf_converts_once_and_matches_the_original(tiny_gguf):
     info = loaded.info
     assert (info.source_format, info.quantization, info.path) == ("gguf", "F32", tiny_gguf.resolve())
     assert info.has_chat_template and loaded.tokenizer.chat_template
-    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    mtime = (folder / "config.json").stat().st_mtime_ns
     again = load_base_model(tiny_gguf)
-    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime  # not converted again
+    assert (folder / "config.json").stat().st_mtime_ns == mtime  # not converted again
     torch.testing.assert_close(_logits(again.model, ids), _logits(loaded.model, ids), rtol=0, atol=0)
 
 
@@ -103,10 +105,11 @@ def test_damaged_hash_index_is_rebuilt(tiny_gguf):
 def test_damaged_cache_entry_is_rebuilt(tiny_gguf):
     digest = content_hash(tiny_gguf)
     load_base_model(tiny_gguf)
-    weights = cache.cached_conversion(digest) / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    config = cache.cached_conversion(digest) / "config.json"
+    size = config.stat().st_size
+    config.write_bytes(config.read_bytes()[:20])
     loaded = load_base_model(tiny_gguf)
-    assert weights.stat().st_size > 1000
+    assert config.stat().st_size == size
     ids = make_tiny_tokenizer()(TEXT, return_tensors="pt").input_ids
     torch.testing.assert_close(_logits(loaded.model, ids), _logits(make_tiny_llama(), ids), rtol=1e-5, atol=1e-5)
 

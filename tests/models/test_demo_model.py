@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from senior_intern.models import cache, load_base_model, metadata
+from senior_intern.models.quantized import FrozenLinear
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,9 @@ def test_demo_loads_from_gguf_frozen_in_eval_mode(demo_first_load, demo_gguf):
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    assert sum(p.numel() for p in model.parameters()) == info.parameter_count == 134_515_008
+    compact = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, FrozenLinear))
+    assert sum(p.numel() for p in model.parameters()) + compact == info.parameter_count == 134_515_008
+    assert info.base_held == "gguf"
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert info.path == demo_gguf and info.source_format == "gguf" and info.dtype == "float32"
     assert info.content_hash == metadata(demo_gguf).content_hash

@@ -142,7 +142,7 @@ def test_memory_grows_with_batch_and_shrinks_with_checkpointing_and_bfloat16(dem
     assert bigger.memory.activations > 1.9 * base.memory.activations
     # On the CPU glibc keeps the recomputed layers' freed buffers, so checkpointing saves about a third.
     assert 0.5 * base.memory.activations < ckpt.memory.activations < 0.8 * base.memory.activations
-    assert bf16.memory.weights * 2 == base.memory.weights
+    assert 0.5 * base.memory.weights < bf16.memory.weights < base.memory.weights  # only the dense part halves: the GGUF blocks stay
     assert bf16.memory.lora_parameters == base.memory.lora_parameters  # LoRA factors stay float32
     assert base.memory.optimizer_state == 2 * base.memory.lora_parameters  # AdamW: two states
     assert base.peak_memory == sum(size for _, size in base.memory.items())
