@@ -111,6 +111,13 @@ def pack_samples(lengths: Sequence[int], capacity: int, seed: int) -> list[list[
     return rows
 
 
+def padded_width(longest: int, pad_to_multiple_of: int, max_seq_length: int) -> int:
+    """Width of a batch whose longest row has ``longest`` tokens: rounded up to a multiple of
+    ``pad_to_multiple_of``, but never past ``max_seq_length`` (nor below ``longest``)."""
+    rounded = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    return max(longest, min(rounded, max_seq_length))
+
+
 def samples_fingerprint(samples: Sequence[Sample]) -> str:
     """SHA-256 over every sample's ids and labels: tells whether a checkpoint's dataset is this one."""
     h = hashlib.sha256()
@@ -220,9 +227,7 @@ class BatchLoader:
     def collate(self, rows: list[list[int]]) -> Batch:
         """A batch of ``rows`` (each a list of sample indices, packed one after another)."""
         seqs = [[self.samples[i] for i in row] for row in rows]
-        longest = max(sum(len(s) for s in seq) for seq in seqs)
-        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        width = max(longest, min(width, self.max_seq_length))
+        width = padded_width(max(sum(len(s) for s in seq) for seq in seqs), self.pad_to_multiple_of, self.max_seq_length)
         b = len(rows)
         input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         labels = torch.full((b, width), IGNORE_INDEX, dtype=torch.long)

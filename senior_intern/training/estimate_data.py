@@ -2,12 +2,12 @@
 
 ``data_facts(job)`` loads and tokenises the job's data with the model's tokenizer (cached per
 process for the same files and data settings, so editing batch size or epochs costs nothing),
-builds the ``BatchLoader`` a run builds, and reads its steps and the padded width of its batches.
+builds the ``BatchLoader`` a run builds, plans its steps with ``plan.plan_run`` as the run does,
+and reads the padded width of its batches (``loader.padded_width``, as ``collate`` pads).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -17,7 +17,9 @@ from typing import Any
 
 from senior_intern.config import TrainingJob
 from senior_intern.data import BatchLoader, load_training_data
+from senior_intern.data.loader import padded_width
 from senior_intern.models.tokenizer import load_tokenizer
+from senior_intern.training.plan import pad_token_id, plan_run
 
 
 @dataclass(frozen=True)
@@ -84,28 +86,23 @@ def _batches(loader: BatchLoader) -> list[tuple[int, int]]:
     for start in range(0, len(order), loader.batch_size):
         chunk = order[start:start + loader.batch_size]
         longest = max(lengths[r] for r in chunk)
-        padded = -(-longest // loader.pad_to_multiple_of) * loader.pad_to_multiple_of
-        out.append((len(chunk), max(longest, min(padded, loader.max_seq_length))))
+        out.append((len(chunk), padded_width(longest, loader.pad_to_multiple_of, loader.max_seq_length)))
     return out
 
 
 def data_facts(job: TrainingJob) -> DataFacts:
-    """Steps exactly as ``Session.prepare`` counts them, and the batch shapes of an epoch."""
+    """Steps from the same ``plan_run`` as ``Session.prepare`` (one process), and the batch shapes of an epoch."""
     t = job.training
     data = _load_data(job)
     tok = load_tokenizer(job.base_model_path)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    common = dict(pad_id=pad_id, max_seq_length=t.max_seq_length, packing=t.packing, seed=t.seed)
+    common = dict(pad_id=pad_token_id(tok), max_seq_length=t.max_seq_length, packing=t.packing, seed=t.seed)
     loader = BatchLoader(data.train, t.batch_size, shuffle=True, **common)
-    steps_per_epoch = math.ceil(len(loader) / t.gradient_accumulation_steps)
-    if steps_per_epoch == 0:
-        raise ValueError(f"The dataset {job.dataset_path} gives no training batch; add data or lower batch_size")
-    total = steps_per_epoch * t.epochs if t.max_steps is None else min(steps_per_epoch * t.epochs, t.max_steps)
+    plan = plan_run(job, tok, data.train, len(loader))
     batches = _batches(loader)
-    total_tokens = sum(len(s) for s in data.train)
+    total_tokens = plan.tokens
     trained = sum(s.n_trained for s in data.train)
     val = _batches(BatchLoader(data.validation, t.batch_size, shuffle=False, **common)) if data.validation else []
     truncated = data.dataset.truncated + (data.validation_dataset.truncated if data.validation_dataset else 0)
-    return DataFacts(steps_per_epoch, total, len(loader.rows), max(w for _, w in batches),
+    return DataFacts(plan.steps_per_epoch, plan.total_steps, len(loader.rows), max(w for _, w in batches),
                      sum(b * w for b, w in batches) / len(batches), trained / total_tokens if total_tokens else 0.0,
                      sum(b * w for b, w in val), len(val), truncated)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from senior_intern.config import OptimizerType, SchedulerType, TrainingConfig
+from senior_intern.training.plan import warmup_steps
 
 # Fused kernels measured on a 2-core CPU, one step over 200 LoRA-sized tensors ([16, 576]):
 # AdamW for-loop ~17 ms / foreach ~8-18 ms / fused ~2 ms; Adam 8 / 7 / 2 ms; SGD 2.7 / 1.8 /
@@ -121,7 +122,7 @@ def lr_at(step: int, cfg: TrainingConfig, total_steps: int) -> float:
         raise ValueError(f"step must not be negative; got {step}")
     peak, floor = cfg.learning_rate, cfg.min_learning_rate
     kind = SchedulerType(cfg.lr_scheduler)
-    warmup = min(cfg.warmup_steps, total_steps)
+    warmup = warmup_steps(cfg, total_steps)
     if step < warmup:
         return peak * step / warmup
     if kind == SchedulerType.CONSTANT:

@@ -40,6 +40,7 @@ from senior_intern.training.forward import CausalLMForward, training_inputs
 from senior_intern.training.gradients import clip_grad_norm
 from senior_intern.training.metrics import TrainingMetricsTracker, append_jsonl
 from senior_intern.training.optim import build_optimizer, build_scheduler
+from senior_intern.training.plan import pad_token_id, plan_run
 from senior_intern.training.precision import LossScaler, configure_matmul_precision, describe_matmul_precision
 from senior_intern.training.runlock import RunLock
 
@@ -182,18 +183,13 @@ class Session:
         data = load_training_data(job, self.tokenizer)
         for line in data.messages:
             self.log(line, LogLevel.WARNING if "skipped" in line or "truncated" in line else LogLevel.INFO)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        common = dict(pad_id=pad_id, max_seq_length=cfg.max_seq_length, packing=cfg.packing, seed=cfg.seed,
+        common = dict(pad_id=pad_token_id(self.tokenizer), max_seq_length=cfg.max_seq_length, packing=cfg.packing, seed=cfg.seed,
                       rank=self.dp.rank, world_size=self.dp.world_size)
         self.train_loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, **common)
         self.val_loader = BatchLoader(data.validation, cfg.batch_size, shuffle=False, **common) if data.validation else None
         self.total_samples = len(data.train)
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"The dataset {job.dataset_path} gives no training batch; add data or lower batch_size")
-        self.total_steps = self.steps_per_epoch * cfg.epochs
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
+        plan = plan_run(job, self.tokenizer, data.train, len(self.train_loader))
+        self.steps_per_epoch, self.total_steps = plan.steps_per_epoch, plan.total_steps
         for warning in job.validate(total_steps=self.total_steps).warnings:
             self.log(warning, LogLevel.WARNING)
         self.params = self.lora.lora_parameters()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from senior_intern.data import IGNORE_INDEX, BatchLoader, Sample, block_causal_mask, model_inputs, pack_samples
+from senior_intern.data.loader import padded_width
 from tests.conftest import make_tiny_llama
 
 
@@ -232,3 +233,13 @@ def test_packed_bfloat16_forward_is_finite_at_padding(attn):
     with torch.no_grad():
         logits = model(**model_inputs(b, torch.bfloat16)).logits
     assert torch.isfinite(logits).all()
+
+
+def test_padded_width_rounds_up_but_never_past_max_seq_length() -> None:
+    assert padded_width(13, 8, 64) == 16
+    assert padded_width(16, 8, 64) == 16
+    assert padded_width(61, 8, 62) == 62  # rounding would pass the longest row allowed
+    assert padded_width(13, 1, 64) == 13
+    loader = BatchLoader(make_samples([7, 12, 5, 20, 9]), 5, pad_id=0, max_seq_length=40, shuffle=False)
+    longest = max(len(s) for s in loader.samples)
+    assert next(iter(loader)).input_ids.shape[1] == padded_width(longest, 8, 40) == 24

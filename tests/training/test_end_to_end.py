@@ -15,6 +15,7 @@ from senior_intern.data import BatchLoader, load_training_data, model_inputs
 from senior_intern.models import load_base_model
 from senior_intern.training.engine import Trainer
 from senior_intern.training.events import TrainingStatus
+from senior_intern.training.plan import pad_token_id
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def test_demo_model_learns_code_and_peft_agrees(demo_gguf: Path, tmp_path: Path)
 
     base = load_base_model(str(demo_gguf), dtype="float32")
     data = load_training_data(job, base.tokenizer)
-    pad_id = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else base.tokenizer.eos_token_id
+    pad_id = pad_token_id(base.tokenizer)
     before = _validation_loss(base.model, data.validation, pad_id)
 
     result = Trainer().run(job)
