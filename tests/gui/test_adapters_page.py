@@ -214,3 +214,19 @@ def test_runner_export_dialog_types_follow_the_kind(qtbot, tmp_path):
     dialog.kind.setCurrentIndex(1)
     choice = dialog.choice()
     assert choice.kind == "adapter" and choice.qtype == "f16" and choice.ollama and not choice.overwrite
+
+
+def test_run_export_adapter_kind_writes_adapter_and_modelfile(tmp_path):
+    import gguf
+
+    from senior_intern.gui.export_dialog import RunnerExport, run_export
+    from tests.adapters.test_gguf_merge import write_tiny_llama_gguf
+
+    base = write_tiny_llama_gguf(tmp_path / "base.gguf", make_tiny_llama())
+    out = tmp_path / "out" / "a.gguf"
+    seen = []
+    text = run_export(RunnerExport("adapter", str(base), str(out), "f16", True, False), str(save_peft_adapter(tmp_path / "p")),
+                      lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 1), (1, 1)] and "--lora" in text and "ollama create a -f Modelfile" in text
+    assert gguf.GGUFReader(out).get_field("general.type").contents() == "adapter"
+    assert (out.parent / "Modelfile").read_text().splitlines()[1] == "ADAPTER ./a.gguf"
