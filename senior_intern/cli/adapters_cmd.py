@@ -1,7 +1,8 @@
 """``senior-intern adapters``: the adapter library from the command line.
 
     adapters list | show ID | delete ID | rename ID NAME | describe ID TEXT | import PATH
-             | export-gguf ID --base PATH [-o FILE] [--dtype f32|f16|bf16|q8_0]
+             | export-gguf ID --base PATH [-o FILE] [--dtype f32|f16|bf16|q8_0] [--ollama]
+             | export-merged-gguf ID --base BASE.gguf -o FILE [--type same|q8_0|q4_0|f16|bf16] [--ollama]
              | merge ID -o DIR [--base PATH] | try ID PROMPT [--base PATH]
 """
 
@@ -105,9 +106,45 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
     lib = _library(args)
     info = lib.get(args.id)
     out = args.output or Path(f"{info.id}.gguf")
-    export_gguf(info.path, _base_for(lib, args.id, args.base), out, dtype=args.dtype, overwrite=args.force)
+    base = _base_for(lib, args.id, args.base)
+    if args.ollama and not str(base).lower().endswith(".gguf"):
+        raise ValueError(f"--ollama needs the base as a .gguf file (Ollama runs GGUF), got {base}; pass --base BASE.gguf")
+    export_gguf(info.path, base, out, dtype=args.dtype, overwrite=args.force)
     print(f"Wrote {out}\nUse it with llama.cpp: llama-cli -m <base>.gguf --lora {out}")
+    if args.ollama:
+        _ollama(Path(out).parent, base, info.name, adapter=out, overwrite=args.force)
     return 0
+
+
+def cmd_export_merged_gguf(args: argparse.Namespace) -> int:
+    """Merge the adapter into a GGUF base and write a full GGUF for llama.cpp, Ollama and LM Studio."""
+    from senior_intern.adapters.gguf_merge import export_merged_gguf
+
+    lib = _library(args)
+    info = lib.get(args.id)
+    base = _base_for(lib, args.id, args.base)
+
+    def progress(done: int, total: int, name: str) -> None:
+        print(f"\r[{done}/{total}] {name:<40}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    result = export_merged_gguf(info.path, base, args.output, qtype=args.type, overwrite=args.force, on_progress=progress)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"Wrote {result.path} ({len(result.merged)} tensors merged, the rest copied from {base})")
+    print(f"Use it with llama.cpp: llama-cli -m {result.path}\nLM Studio: lms import {result.path}")
+    if args.ollama:
+        _ollama(result.path.parent, base, info.name, merged=result.path, overwrite=args.force)
+    return 0
+
+
+def _ollama(folder: Path, base: str, name: str, overwrite: bool, **target: Path) -> None:
+    from senior_intern.adapters.modelfile import write_modelfile
+
+    path, fmt = write_modelfile(folder, base, overwrite=overwrite, **target)
+    if fmt.template is None:
+        print("note: the base's chat template has no known Ollama mapping; the Modelfile has no TEMPLATE", file=sys.stderr)
+    tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower()).strip("-.") or "senior-intern"
+    print(f"Wrote {path}\nCreate the Ollama model: cd {folder} && ollama create {tag} -f Modelfile")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -163,7 +200,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-o", "--output", type=Path)
     c.add_argument("--dtype", choices=["f32", "f16", "bf16", "q8_0"], default="f16")
     c.add_argument("--force", action="store_true", help="replace an existing output file (never the base model)")
+    c.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile (FROM base, ADAPTER this file)")
     c.set_defaults(func=cmd_export_gguf)
+    c = s.add_parser("export-merged-gguf", help="merge into a GGUF base and write a full GGUF (llama.cpp, Ollama, LM Studio)")
+    c.add_argument("id")
+    c.add_argument("--base", type=Path, help="base model .gguf; default: the one it was trained on")
+    c.add_argument("-o", "--output", type=Path, required=True)
+    c.add_argument("--type", choices=["same", "q8_0", "q4_0", "f16", "bf16"], default="same",
+                   help="type of the merged tensors (same: the base's own where it can be written, else q8_0)")
+    c.add_argument("--force", action="store_true", help="replace an existing output file (never the base model)")
+    c.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the output")
+    c.set_defaults(func=cmd_export_merged_gguf)
     c = s.add_parser("merge", help="merge into the base and save a Hugging Face folder")
     c.add_argument("id")
     c.add_argument("-o", "--output", type=Path, required=True)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTableView,
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
 from senior_intern import defaults, paths
 from senior_intern.gui.charts import ChartPanel
 from senior_intern.gui.dialogs import ExportGgufDialog, MergeDialog
+from senior_intern.gui.export_dialog import RunnerExportDialog, run_export
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.tasks import TaskRunner
 from senior_intern.gui.widgets import BusyLine
@@ -42,6 +44,7 @@ from senior_intern.hardware.metrics import format_bytes
 COLUMNS = ("Name", "Created", "Rank", "Alpha", "Final loss", "Best val. loss", "Size", "Base model", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ID_ROLE = Qt.ItemDataRole.UserRole + 2
+EXPORT_FOR_RUNNERS = "Export for llama.cpp / Ollama / LM Studio…"
 
 
 def _library(root: str):
@@ -80,6 +83,7 @@ class AdaptersPage(QWidget):
 
     try_adapter = Signal(str)
     changed = Signal()  # the listing was refreshed
+    export_progress = Signal(int, int)  # (tensors done, total), emitted from the export's thread
 
     def __init__(self, tasks: TaskRunner, root: str | Path | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -116,7 +120,8 @@ class AdaptersPage(QWidget):
         self.buttons: dict[str, QAction] = {}
         actions = (("Refresh", self.refresh), ("Import…", self.import_dialog), ("Rename…", self.rename_selected),
                    ("Delete…", self.delete_selected), ("Export GGUF…", self.export_gguf_selected),
-                   ("Merge && export…", self.merge_selected), ("Open folder", self.open_folder_selected),
+                   ("Merge && export…", self.merge_selected), (EXPORT_FOR_RUNNERS, self.export_for_runners_selected),
+                   ("Open folder", self.open_folder_selected),
                    ("Try in playground", self.try_selected))
         toolbar = QToolBar()  # overflows into a menu when the window is narrow
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
@@ -166,6 +171,11 @@ class AdaptersPage(QWidget):
         layout.addWidget(toolbar)
         layout.addWidget(self.filter)
         layout.addWidget(self.busy)
+        self.export_bar = QProgressBar()
+        self.export_bar.setFormat("Exporting: %v of %m tensors")
+        self.export_bar.hide()
+        layout.addWidget(self.export_bar)
+        self.export_progress.connect(self._export_progress)
         layout.addWidget(splitter, 1)
         self._update_buttons()
 
@@ -278,7 +288,7 @@ class AdaptersPage(QWidget):
     def _update_buttons(self) -> None:
         a = self.selected()
         usable = a is not None and not a.damaged
-        for key in ("Rename…", "Export GGUF…", "Merge & export…", "Try in playground"):
+        for key in ("Rename…", "Export GGUF…", "Merge & export…", EXPORT_FOR_RUNNERS, "Try in playground"):
             self.buttons[key].setEnabled(usable)
         self.save_description_button.setEnabled(usable)
         self.description.setEnabled(usable)
@@ -360,6 +370,41 @@ class AdaptersPage(QWidget):
             self._run(_merge, str(a.path), choice.base_model, choice.out_dir, choice.dtype, select=a.id,
                       done_message=f"Merged model saved to {choice.out_dir}.\nTo make a GGUF of it with llama.cpp:\n{{result}}",
                       title="Merge adapter")
+
+    def export_for_runners_selected(self) -> None:
+        """Export the selected adapter as a merged or adapter GGUF (and Modelfile); open the folder at the end."""
+        a = self.selected()
+        if a is None or a.damaged:
+            return
+        base = self._default_base(a)
+        if not base.lower().endswith(".gguf"):
+            demo = defaults.demo_model_path()
+            base = str(demo) if demo else ""
+        choice = RunnerExportDialog.ask(self, base, str(Path.home() / f"{a.id}.gguf"))
+        if choice is None:
+            return
+        self.export_bar.setRange(0, 0)
+        self.export_bar.show()
+        self.busy.start("Exporting…")
+
+        def done(message: str) -> None:
+            """Show the summary and open the folder that holds the export."""
+            self.busy.stop()
+            self.export_bar.hide()
+            QMessageBox.information(self, EXPORT_FOR_RUNNERS, message)
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(choice.out_path).parent)))
+
+        def failed(exc: BaseException) -> None:
+            """Hide the progress bar and report the error."""
+            self.export_bar.hide()
+            self._failed(exc, EXPORT_FOR_RUNNERS)
+
+        self.tasks.submit(run_export, choice, str(a.path), self.export_progress.emit, on_done=done, on_error=failed,
+                          name="GGUF export")
+
+    def _export_progress(self, done: int, total: int) -> None:
+        self.export_bar.setRange(0, total)
+        self.export_bar.setValue(done)
 
     def open_folder_selected(self) -> None:
         """Open the selected adapter's folder in the file manager."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gguf
@@ -75,3 +76,26 @@ def test_export_gguf_merge_try_import_delete(trained, tmp_path: Path, capsys) ->
 def test_empty_library(tmp_path: Path, capsys) -> None:
     assert main(lib_args(tmp_path / "empty", "list")) == 0
     assert "No adapters in" in capsys.readouterr().out
+
+
+def test_export_merged_gguf_and_ollama(trained, tmp_path: Path, capsys) -> None:
+    from tests.adapters.test_gguf_merge import write_tiny_llama_gguf
+
+    lib, adapter_id, model = trained
+    base = write_tiny_llama_gguf(tmp_path / "base.gguf", AutoModelForCausalLM.from_pretrained(model))
+    out = tmp_path / "out" / "merged.gguf"
+    args = lib_args(lib, "export-merged-gguf", adapter_id, "--base", str(base), "-o", str(out), "--type", "q8_0", "--ollama")
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "tensors merged" in captured.out and re.search(r"ollama create [a-z0-9._-]+ -f Modelfile", captured.out)
+    assert "[" in captured.err and "/" in captured.err  # progress
+    modelfile = (out.parent / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./merged.gguf\n") and "<|im_start|>assistant" in modelfile
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    capsys.readouterr()
+    adapter_out = tmp_path / "ad" / "a.gguf"
+    assert main(lib_args(lib, "export-gguf", adapter_id, "--base", str(base), "-o", str(adapter_out), "--ollama")) == 0
+    lines = (adapter_out.parent / "Modelfile").read_text().splitlines()
+    assert lines[:2] == [f"FROM {base.resolve()}", "ADAPTER ./a.gguf"]

@@ -160,3 +160,73 @@ def test_filter_sort_and_details(library_page, qtbot, monkeypatch, tmp_path):
     page.try_adapter.connect(tried.append)
     page.buttons["Try in playground"].trigger()
     assert tried == [first]
+
+
+def test_export_for_runners_merged_with_progress_and_modelfile(library_page, qtbot, monkeypatch, tmp_path, messages):
+    import gguf
+    from PySide6.QtGui import QDesktopServices
+
+    from senior_intern.gui.adapters_page import EXPORT_FOR_RUNNERS
+    from senior_intern.gui.export_dialog import RunnerExport, RunnerExportDialog
+    from tests.adapters.test_gguf_merge import write_tiny_llama_gguf
+    from tests.conftest import make_tiny_llama
+
+    page = library_page
+    adapter_id = _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "to-export"))
+    base = write_tiny_llama_gguf(tmp_path / "base.gguf", make_tiny_llama())
+    out = tmp_path / "out" / "merged.gguf"
+    monkeypatch.setattr(RunnerExportDialog, "ask", staticmethod(lambda *a: RunnerExport("merged", str(base), str(out), "q8_0", True, False)))
+    opened, progress = [], []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: opened.append(url.toLocalFile())))
+    page.export_progress.connect(lambda done, total: progress.append((done, total, page.export_bar.isVisible())))
+    assert page.buttons[EXPORT_FOR_RUNNERS].isEnabled()
+    page.buttons[EXPORT_FOR_RUNNERS].trigger()
+    qtbot.waitUntil(lambda: bool(messages), timeout=60000)
+    kind, title, text = messages[-1]
+    assert kind == "information" and title == EXPORT_FOR_RUNNERS and "Merged GGUF written" in text and "ollama create" in text
+    total = len(gguf.GGUFReader(base).tensors)
+    assert progress[-1] == (total, total, True) and len(progress) == total
+    assert not page.export_bar.isVisible() and opened == [str(out.parent)]
+    assert (out.parent / "Modelfile").read_text().startswith("FROM ./merged.gguf")
+    assert {t.name for t in gguf.GGUFReader(out).tensors} == {t.name for t in gguf.GGUFReader(base).tensors}
+    # Again without "replace": a readable refusal, the file left alone
+    size = out.stat().st_size
+    messages.clear()
+    page.buttons[EXPORT_FOR_RUNNERS].trigger()
+    qtbot.waitUntil(lambda: bool(messages), timeout=60000)
+    kind, title, text = messages[-1]
+    assert kind == "warning" and "already exists" in text and "Traceback" not in text and out.stat().st_size == size
+    assert not page.export_bar.isVisible() and page.selected_id() == adapter_id
+
+
+def test_runner_export_dialog_types_follow_the_kind(qtbot, tmp_path):
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    from senior_intern.gui.export_dialog import RunnerExportDialog
+
+    dialog = RunnerExportDialog(None, str(tmp_path / "model"), str(tmp_path / "o.gguf"))
+    qtbot.addWidget(dialog)
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert not ok.isEnabled()  # the base is not a .gguf
+    dialog.base.setText(str(tmp_path / "model.gguf"))
+    assert ok.isEnabled()
+    assert [dialog.qtype.itemText(i) for i in range(dialog.qtype.count())][0] == "same"
+    dialog.kind.setCurrentIndex(1)
+    choice = dialog.choice()
+    assert choice.kind == "adapter" and choice.qtype == "f16" and choice.ollama and not choice.overwrite
+
+
+def test_run_export_adapter_kind_writes_adapter_and_modelfile(tmp_path):
+    import gguf
+
+    from senior_intern.gui.export_dialog import RunnerExport, run_export
+    from tests.adapters.test_gguf_merge import write_tiny_llama_gguf
+
+    base = write_tiny_llama_gguf(tmp_path / "base.gguf", make_tiny_llama())
+    out = tmp_path / "out" / "a.gguf"
+    seen = []
+    text = run_export(RunnerExport("adapter", str(base), str(out), "f16", True, False), str(save_peft_adapter(tmp_path / "p")),
+                      lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 1), (1, 1)] and "--lora" in text and "ollama create a -f Modelfile" in text
+    assert gguf.GGUFReader(out).get_field("general.type").contents() == "adapter"
+    assert (out.parent / "Modelfile").read_text().splitlines()[1] == "ADAPTER ./a.gguf"
