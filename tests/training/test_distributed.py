@@ -184,31 +184,39 @@ def test_loader_state_moves_to_another_world_size():
     assert one.index == 4  # 2 global batches of 4 rows = 4 batches of 2
 
 
-def _ddp_worker(rank: int, init_file: str, out: str) -> None:
-    import torch.distributed as dist
-
+def _ddp_grads(rank: int, out: str) -> None:
     from senior_intern.training.distributed import DataParallel, DistContext
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    model[0].requires_grad_(False)  # "the frozen base"
+    params = list(model[1].parameters())
+    x = torch.randn(2, 4, 4)[rank]  # rank's own 4 rows: 2 micro-batches of 2
+    dp = DataParallel(DistContext(rank, 2, rank, 2, "gloo"))
+    dp.wrap(model, lambda inputs, labels: model(inputs["x"]).sum(), params)
+    grads = {}
+    for name, no_sync in (("no_sync", True), ("sync", False)):
+        for p in params:
+            p.grad = None
+        steps = dp.micro_steps([x[:2], x[2:]]) if no_sync else ((b, contextlib.nullcontext()) for b in (x[:2], x[2:]))
+        for batch, ctx in steps:
+            with ctx:
+                dp.backward(dp.forward({"x": batch}, None) * dp.loss_scale)
+        grads[name] = [p.grad.clone() for p in params]
+    grads["frozen_grad"] = model[0].weight.grad
+    torch.save(grads, f"{out}.{rank}")
+
+
+def _ddp_worker(rank: int, init_file: str, out: str) -> None:
+    import gc
+
+    import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
-        model[0].requires_grad_(False)  # "the frozen base"
-        params = list(model[1].parameters())
-        x = torch.randn(2, 4, 4)[rank]  # rank's own 4 rows: 2 micro-batches of 2
-        dp = DataParallel(DistContext(rank, 2, rank, 2, "gloo"))
-        dp.wrap(model, lambda inputs, labels: model(inputs["x"]).sum(), params)
-        grads = {}
-        for name, no_sync in (("no_sync", True), ("sync", False)):
-            for p in params:
-                p.grad = None
-            steps = dp.micro_steps([x[:2], x[2:]]) if no_sync else ((b, contextlib.nullcontext()) for b in (x[:2], x[2:]))
-            for batch, ctx in steps:
-                with ctx:
-                    dp.backward(dp.forward({"x": batch}, None) * dp.loss_scale)
-            grads[name] = [p.grad.clone() for p in params]
-        grads["frozen_grad"] = model[0].weight.grad
-        torch.save(grads, f"{out}.{rank}")
+        _ddp_grads(rank, out)
+        gc.collect()  # DDP's reducer holds the group: let it go before the group is torn down
+        dist.barrier()  # neither rank tears gloo down while the other's last collective is in flight
     finally:
         dist.destroy_process_group()
 
