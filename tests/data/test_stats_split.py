@@ -39,14 +39,14 @@ def test_dataset_stats(loaded):
     assert stats.total_tokens == sum(lengths)
     assert stats.trained_tokens == sum(s.n_trained for s in loaded.samples)
     assert 0 < stats.trained_fraction < 1
-    assert stats.steps_per_epoch == 4 and stats.rows == 10 and stats.packed_fill is None
+    assert stats.batches_per_epoch == 4 and stats.rows == 10 and stats.packed_fill is None
     assert sum(b.count for b in stats.histogram) == 10 and len(stats.histogram) == 10
     for b in stats.histogram:
         assert b.count == sum(b.low <= n < b.high for n in lengths)
     packed = dataset_stats(loaded, batch_size=3, max_seq_length=128, packing=True)
     loader = BatchLoader(loaded.samples, 3, pad_id=0, max_seq_length=128, packing=True)
     assert packed.rows == len(loader.rows) < 10
-    assert packed.steps_per_epoch == len(loader) == math.ceil(packed.rows / 3)
+    assert packed.batches_per_epoch == len(loader) == math.ceil(packed.rows / 3)
     assert packed.packed_fill == pytest.approx(sum(lengths) / (packed.rows * 128))
     with pytest.raises(ValueError, match="batch_size"):
         dataset_stats(loaded, 0, 64, False)
