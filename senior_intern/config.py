@@ -1,4 +1,4 @@
-"""The job: dataclasses, validation, and TOML load/save.
+"""The job: dataclasses and TOML load/save (its validation rules are in ``validation.py``).
 
 One source of truth for a training job. Every field carries its help text in
 ``field(metadata={"help": ...})`` so the command line and the GUI tooltips read the same words.
@@ -25,6 +25,9 @@ from typing import Any
 import tomli_w
 
 from senior_intern import paths
+
+if typing.TYPE_CHECKING:
+    from senior_intern.validation import ValidationResult
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ALL_LINEAR = "all-linear"
@@ -169,19 +172,6 @@ SUPPORTED_DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")
 
 
-@dataclass
-class ValidationResult:
-    """Outcome of ``TrainingJob.validate()``: errors block a run, warnings do not."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def is_valid(self) -> bool:
-        """True when there is no error."""
-        return not self.errors
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -216,13 +206,15 @@ class TrainingJob:
         """Folder of this job's run: ``<output_dir>/<name>``."""
         return Path(self.output_dir or paths.runs_dir()) / self.name
 
-    def validate(self, total_steps: int | None = None, available_devices: list[str] | None = None) -> ValidationResult:
+    def validate(self, total_steps: int | None = None, available_devices: list[str] | None = None) -> "ValidationResult":
         """Check the job; errors and warnings follow the spec's rules plus a few it missed.
 
         ``total_steps`` (when known, e.g. after the dataset was counted) enables the check that
         warm-up is shorter than the run; ``available_devices`` enables the device check.
         """
-        return _validate(self, total_steps, available_devices)
+        from senior_intern.validation import validate_job
+
+        return validate_job(self, total_steps, available_devices)
 
     # --- TOML ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -265,139 +257,6 @@ def field_help(cls: type, name: str) -> str:
 
 
 # --- validation ---------------------------------------------------------------------------
-
-def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | None) -> ValidationResult:
-    errors: list[str] = []
-    warnings: list[str] = []
-    t, lo, d = job.training, job.lora, job.data
-
-    # A NaN or infinite number passes every range check below (NaN compares false), and then
-    # trains a NaN adapter: refuse them first, naming the field.
-    errors.extend(_non_finite(job, ""))
-
-    # Required fields (spec rules).
-    if not job.name.strip():
-        errors.append("Job name is required")
-    elif any(c in job.name for c in "/\\") or job.name.strip() in (".", ".."):
-        errors.append(f"Job name must not contain path separators: {job.name!r}")
-    if not job.base_model_path.strip():
-        errors.append("Base model path is required")
-    elif not Path(job.base_model_path).expanduser().exists():
-        errors.append(f"Base model not found: {job.base_model_path}")
-    if not job.dataset_path.strip():
-        errors.append("Dataset path is required")
-    elif not Path(job.dataset_path).expanduser().exists():
-        errors.append(f"Dataset not found: {job.dataset_path}")
-    if not job.output_dir.strip():
-        errors.append("Output directory is required")
-    if job.validation_path and not Path(job.validation_path).expanduser().exists():
-        errors.append(f"Validation dataset not found: {job.validation_path}")
-    if not 0.0 <= job.validation_split < 1.0:
-        errors.append("Validation split must be in [0, 1)")
-
-    # Training configuration (spec rules).
-    if t.epochs < 1:
-        errors.append("Epochs must be at least 1")
-    if t.batch_size < 1:
-        errors.append("Batch size must be at least 1")
-    if not t.learning_rate > 0:
-        errors.append("Learning rate must be positive")
-    if lo.rank < 1 or lo.rank > 256:
-        errors.append("LoRA rank must be between 1 and 256")
-    # Rules the spec missed.
-    if not lo.alpha > 0:
-        errors.append("LoRA alpha must be positive")
-    if not 0.0 <= lo.dropout < 1.0:
-        errors.append("LoRA dropout must be in [0, 1)")
-    if not lo.target_modules and not (lo.apply_to_embeddings or lo.apply_to_lm_head):
-        errors.append("At least one target module is required")
-    if lo.apply_to_embeddings and lo.bias != LoraBias.NONE:
-        errors.append("LoRA biases are not supported on embeddings; set bias to none or turn off apply_to_embeddings")
-    if not lo.init_scale > 0:
-        errors.append("LoRA init scale must be positive")
-    if t.gradient_accumulation_steps < 1:
-        errors.append("Gradient accumulation steps must be at least 1")
-    if t.warmup_steps < 0:
-        errors.append("Warm-up steps must not be negative")
-    if t.weight_decay < 0:
-        errors.append("Weight decay must not be negative")
-    if t.min_learning_rate < 0:
-        errors.append("Minimum learning rate must not be negative")
-    elif t.learning_rate > 0 and t.min_learning_rate > t.learning_rate:
-        errors.append("Minimum learning rate must not exceed the learning rate")
-    if not (0.0 <= t.adam_beta1 < 1.0 and 0.0 <= t.adam_beta2 < 1.0):
-        errors.append("Adam betas must be in [0, 1)")
-    if not t.adam_epsilon > 0:
-        errors.append("Epsilon must be positive")
-    if t.momentum < 0:
-        errors.append("Momentum must not be negative")
-    if t.nesterov and (t.optimizer != OptimizerType.SGD or t.momentum <= 0):
-        errors.append("Nesterov momentum needs the sgd optimizer and a positive momentum")
-    if t.num_cycles < 1:
-        errors.append("Number of cycles must be at least 1")
-    if t.cycle_multiplier < 1:
-        errors.append("Cycle multiplier must be at least 1")
-    if not t.polynomial_power > 0:
-        errors.append("Polynomial power must be positive")
-    if t.max_seq_length < 8:
-        errors.append("Max sequence length must be at least 8 tokens")
-    if t.max_steps is not None and t.max_steps < 1:
-        errors.append("Max steps must be at least 1 (or left empty)")
-    if t.eval_every < 0 or t.save_every < 0:
-        errors.append("Evaluation and save intervals must not be negative")
-    if t.max_checkpoints < 1:
-        errors.append("Max checkpoints must be at least 1")
-    if t.early_stopping_patience < 0:
-        errors.append("Early-stopping patience must not be negative")
-    if t.early_stopping_min_delta < 0:
-        errors.append("Early-stopping min delta must not be negative")
-    if t.max_grad_norm < 0:
-        errors.append("Max gradient norm must not be negative (0 disables clipping)")
-    if t.max_nonfinite_steps < 1:
-        errors.append("Max non-finite steps must be at least 1")
-    if t.loss_chunk_size < 1:
-        errors.append("Loss chunk size must be at least 1")
-    if t.dtype not in SUPPORTED_DTYPES:
-        errors.append(f"Unknown dtype {t.dtype!r}; choose one of {', '.join(SUPPORTED_DTYPES)}")
-    if t.base_quantization not in BASE_QUANTIZATIONS:
-        errors.append(f"Unknown base quantization {t.base_quantization!r}; choose one of {', '.join(BASE_QUANTIZATIONS)}")
-    if devices is not None and t.device != "auto" and t.device not in devices:
-        errors.append(f"Device {t.device!r} is not available; available: {', '.join(devices)}")
-    if d.window_overlap < 0:
-        errors.append("Window overlap must not be negative")
-    elif d.window_overlap > t.max_seq_length // 2:
-        errors.append("Window overlap must be at most half the max sequence length; lower window_overlap")
-    if d.max_file_bytes < 1:
-        errors.append("Max file size must be at least 1 byte")
-
-    # Warnings (spec rules, then ours).
-    if t.epochs > 20:
-        warnings.append("More than 20 epochs may cause overfitting")
-    if t.learning_rate > 1e-3:
-        warnings.append("Learning rate is unusually high for fine-tuning")
-    if lo.rank > 64:
-        warnings.append("High LoRA rank (>64) increases memory usage significantly")
-    if total_steps is not None and t.warmup_steps >= total_steps > 0:
-        warnings.append(
-            f"Warm-up ({t.warmup_steps} steps) is not shorter than the run ({total_steps} steps): "
-            "the learning rate never reaches its peak; lower warmup_steps"
-        )
-    if t.early_stopping_patience and job.validation_split == 0 and not job.validation_path:
-        warnings.append("Early stopping needs validation data; it is off without a validation split or file")
-    return ValidationResult(errors, warnings)
-
-
-def _non_finite(obj: Any, prefix: str) -> list[str]:
-    """One error for every float field of ``obj`` (and its nested configs) that is NaN or infinite."""
-    found: list[str] = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            found.extend(_non_finite(value, f"{prefix}{f.name}."))
-        elif isinstance(value, float) and not math.isfinite(value):
-            found.append(f"{prefix}{f.name} must be a finite number, got {value}")
-    return found
-
 
 # --- plain dict <-> dataclass ----------------------------------------------------------------
 

@@ -85,7 +85,7 @@ def inspect(args: argparse.Namespace) -> int:
     print(f"Samples: {stats.n_samples}; tokens per sample: mean {stats.mean_length:.1f}, min {stats.min_length}, max {stats.max_length}")
     print(f"Tokens: {stats.total_tokens}, trained: {stats.trained_tokens} ({stats.trained_fraction:.1%})")
     packing = f"packing on: {stats.rows} rows of {args.max_seq_length}, {stats.packed_fill:.0%} full" if stats.packing else "packing off"
-    print(f"Steps per epoch: {stats.steps_per_epoch} (batch size {args.batch_size}, {packing})")
+    print(f"Batches per epoch: {stats.batches_per_epoch} (batch size {args.batch_size}, {packing}; an optimizer step is one batch x gradient accumulation)")
     print("Length histogram (tokens):")
     peak = max(b.count for b in stats.histogram) or 1
     for b in stats.histogram:

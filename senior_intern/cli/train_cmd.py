@@ -18,6 +18,7 @@ from typing import Any
 
 from senior_intern.config import DataConfig, LoraConfig, TrainingConfig, TrainingJob
 from senior_intern.defaults import PRESETS, default_job, apply_preset
+from senior_intern.layout import JOB_FILE
 
 _SECTIONS = (("lora", LoraConfig), ("training", TrainingConfig), ("data", DataConfig))
 # LoraConfig fields that read better with a prefix on the command line.
@@ -221,7 +222,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from senior_intern.training import checkpoint as ckpt
 
     found = ckpt.find_resumable(args.checkpoint)
-    device = TrainingJob.load(found / "job.toml").training.device
+    device = TrainingJob.load(found / JOB_FILE).training.device
     if _launches(args.nproc_per_node):
         from senior_intern.training import distributed
 

@@ -8,6 +8,7 @@ windows), ``dataset`` (``load_dataset``, ``split``, ``load_training_data``), ``l
 
 from senior_intern.data.dataset import (
     CODE_HEADER,
+    DataMessage,
     DatasetError,
     LoadedDataset,
     TrainingData,
@@ -27,6 +28,7 @@ __all__ = [
     "IGNORE_INDEX",
     "Batch",
     "BatchLoader",
+    "DataMessage",
     "DatasetError",
     "DatasetStats",
     "LengthBin",

@@ -64,6 +64,18 @@ def format_problems(problems: Sequence[Problem], limit: int = MAX_LISTED_PROBLEM
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class DataMessage:
+    """One line about a dataset load; ``lost`` when it reports data that will not be trained on
+    (skipped records or files, truncated samples), which the run log shows as a warning."""
+
+    text: str
+    lost: bool = False
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class LoadedDataset:
     """The samples of a dataset and what happened while reading it."""
@@ -82,18 +94,22 @@ class LoadedDataset:
     unit: str = "records"  # what ``records`` counts: "records", or "files" for text and code files
 
     def summary_lines(self) -> list[str]:
-        """Human-readable lines about the load (for logs); lines about lost data say 'skipped'/'truncated'."""
+        """Human-readable lines about the load (``summary()``'s texts)."""
+        return [m.text for m in self.summary()]
+
+    def summary(self) -> list[DataMessage]:
+        """What the load did, a message per line; those about skipped or truncated data are ``lost``."""
         what = self.format.value + (f", {self.template}" if self.template else "")
         unit = self.unit
-        lines = [f"Loaded {len(self.samples)} samples ({what}) from {self.path}: {self.records} {unit} read"]
+        lines = [DataMessage(f"Loaded {len(self.samples)} samples ({what}) from {self.path}: {self.records} {unit} read")]
         if self.skipped:
-            lines.append(f"{self.skipped} {unit} skipped because of problems:\n{format_problems(self.problems)}")
+            lines.append(DataMessage(f"{self.skipped} {unit} skipped because of problems:\n{format_problems(self.problems)}", lost=True))
         if self.skipped_files:
             listed = ", ".join(f"{p} ({why})" for p, why in self.skipped_files[:MAX_LISTED_PROBLEMS])
             more = f" and {len(self.skipped_files) - MAX_LISTED_PROBLEMS} more" if len(self.skipped_files) > MAX_LISTED_PROBLEMS else ""
-            lines.append(f"{len(self.skipped_files)} files skipped: {listed}{more}")
+            lines.append(DataMessage(f"{len(self.skipped_files)} files skipped: {listed}{more}", lost=True))
         if self.truncated:
-            lines.append(f"{self.truncated} samples truncated to max_seq_length {self.max_seq_length} tokens")
+            lines.append(DataMessage(f"{self.truncated} samples truncated to max_seq_length {self.max_seq_length} tokens", lost=True))
         return lines
 
 
@@ -283,7 +299,7 @@ def split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[S
         return list(samples), []
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
-        groups.setdefault(s.source.split("#window")[0], []).append(i)
+        groups.setdefault(s.split_group, []).append(i)
     order = sorted(groups)
     rng = random.Random(seed)
     rng.shuffle(order)
@@ -306,7 +322,7 @@ class TrainingData:
     validation: list[Sample]
     dataset: LoadedDataset
     validation_dataset: LoadedDataset | None
-    messages: list[str]
+    messages: list[DataMessage]
 
 
 def check_training_data(job: TrainingJob) -> None:
@@ -321,14 +337,14 @@ def load_training_data(job: TrainingJob, tokenizer: Any) -> TrainingData:
     otherwise a ``job.validation_split`` share held out with ``job.training.seed``."""
     max_len = job.training.max_seq_length
     data = load_dataset(job.dataset_path, tokenizer, job.data, max_len)
-    messages = data.summary_lines()
+    messages = data.summary()
     val_data = None
     if job.validation_path:
         val_data = load_dataset(job.validation_path, tokenizer, job.data, max_len)
         train, validation = data.samples, val_data.samples
-        messages += ["Validation: " + line for line in val_data.summary_lines()]
+        messages += [DataMessage("Validation: " + m.text, m.lost) for m in val_data.summary()]
     else:
         train, validation = split(data.samples, job.validation_split, job.training.seed)
         if job.validation_split > 0:
-            messages.append(f"Held out {len(validation)} of {len(data.samples)} samples for validation (seed {job.training.seed})")
+            messages.append(DataMessage(f"Held out {len(validation)} of {len(data.samples)} samples for validation (seed {job.training.seed})"))
     return TrainingData(train, validation, data, val_data, messages)

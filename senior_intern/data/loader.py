@@ -111,6 +111,12 @@ def pack_samples(lengths: Sequence[int], capacity: int, seed: int) -> list[list[
     return rows
 
 
+def batches_per_epoch(rows: int, batch_size: int, world_size: int = 1) -> int:
+    """Loader batches in an epoch of ``rows`` rows: global batches of ``batch_size`` x ``world_size``
+    rows, the last one possibly short (``BatchLoader.__len__``, and the dataset statistics)."""
+    return math.ceil(rows / (batch_size * world_size))
+
+
 def padded_width(longest: int, pad_to_multiple_of: int, max_seq_length: int) -> int:
     """Width of a batch whose longest row has ``longest`` tokens: rounded up to a multiple of
     ``pad_to_multiple_of``, but never past ``max_seq_length`` (nor below ``longest``)."""
@@ -181,7 +187,7 @@ class BatchLoader:
         self.index = 0  # batches of this epoch already handed out
 
     def __len__(self) -> int:
-        return math.ceil(len(self.rows) / (self.batch_size * self.world_size))
+        return batches_per_epoch(len(self.rows), self.batch_size, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (0-based) from its first batch."""

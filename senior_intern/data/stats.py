@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from senior_intern.data.dataset import LoadedDataset
-from senior_intern.data.loader import pack_samples
+from senior_intern.data.loader import batches_per_epoch, pack_samples
 from senior_intern.data.tokenize import IGNORE_INDEX, Sample
 
 
@@ -34,7 +34,7 @@ class DatasetStats:
     min_length: int
     total_tokens: int
     trained_tokens: int
-    steps_per_epoch: int  # batches per epoch
+    batches_per_epoch: int  # loader batches per epoch (one process), before gradient accumulation
     rows: int  # sequences per epoch: samples, or packed rows when packing
     packing: bool
     packed_fill: float | None = None  # packing: real tokens / (rows x max_seq_length)
@@ -78,7 +78,7 @@ def dataset_stats(loaded: LoadedDataset, batch_size: int, max_seq_length: int, p
         min_length=min(lengths, default=0),
         total_tokens=total,
         trained_tokens=trained,
-        steps_per_epoch=math.ceil(rows / batch_size),
+        batches_per_epoch=batches_per_epoch(rows, batch_size),
         rows=rows,
         packing=packing,
         packed_fill=total / (rows * max_seq_length) if packing and rows else None,

@@ -27,12 +27,20 @@ class Sample:
     """One training sequence: ``input_ids`` and ``labels`` (same length; -100 = not trained).
 
     ``source`` says where it came from: ``file:line`` for a record, ``path`` or
-    ``path#windowN`` (1-based) for a text or code file.
+    ``path#windowN`` (1-based) for a text or code file. ``group`` is what the validation split
+    keeps together: the windows of one file share their file's path; empty when the sample stands
+    alone (``split_group`` is then its source).
     """
 
     input_ids: list[int]
     labels: list[int]
     source: str
+    group: str = ""
+
+    @property
+    def split_group(self) -> str:
+        """The key the validation split groups by: ``group``, else ``source``."""
+        return self.group or self.source
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -126,5 +134,5 @@ class Encoder:
             ids = head + part + (eos if last else [])
             labels = [IGNORE_INDEX] * (len(head) + context) + part[context:] + (eos if last else [])
             name = source if len(starts) == 1 else f"{source}#window{k + 1}"
-            samples.append(Sample(ids, labels, name))
+            samples.append(Sample(ids, labels, name, group=source))
         return samples

@@ -8,7 +8,6 @@ that tells a dropped model apart from a dropped dataset.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,9 +78,11 @@ def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
     """Load and tokenise ``job.dataset_path`` with the model's tokenizer; count samples and steps.
 
     Follows the engine: the validation file or split is held out, batches are packed or padded
-    as configured, and ``max_steps`` caps the total.
+    as configured, and the steps come from the run's own plan (``training.plan.plan_run``:
+    gradient accumulation, epochs and the ``max_steps`` cap counted as a run counts them).
     """
     from senior_intern.data import dataset_stats, load_dataset, preview, split
+    from senior_intern.training.plan import plan_run
 
     t = job.training
     tokenizer = load_tokenizer(job.base_model_path)
@@ -92,12 +93,10 @@ def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
     else:
         train, validation = split(loaded.samples, job.validation_split, t.seed)
     train_stats = dataset_stats(dataclasses.replace(loaded, samples=train), max(1, t.batch_size), t.max_seq_length, t.packing, t.seed)
-    steps = math.ceil(train_stats.steps_per_epoch / max(1, t.gradient_accumulation_steps))
-    total = steps * max(1, t.epochs)
-    if t.max_steps is not None:
-        total = min(total, t.max_steps)
+    plan = plan_run(job, tokenizer, train, train_stats.batches_per_epoch)
     previews = [(s.source, preview(s, tokenizer)) for s in loaded.samples[:PREVIEW_SAMPLES]]
-    return DatasetAnalysis(stats, previews, len(train), len(validation), steps, total, loaded.summary_lines())
+    return DatasetAnalysis(stats, previews, len(train), len(validation), plan.steps_per_epoch, plan.total_steps,
+                           loaded.summary_lines())
 
 
 def estimate_job(job: TrainingJob) -> Any:

@@ -65,39 +65,6 @@ _CHOICES = {"training.device": ["auto", "cpu", "cuda", "mps"], "training.dtype":
 _FOLDERS = ("output_dir", "adapters_dir")
 _FILES = ("validation_path",)
 
-# Which field a validation message from config.py is about: (message prefix, field keys).
-MESSAGE_FIELDS: list[tuple[str, tuple[str, ...]]] = [
-    ("Job name", ("name",)), ("Base model", ("base_model_path",)), ("Dataset", ("dataset_path",)),
-    ("Output directory", ("output_dir",)), ("Validation dataset", ("validation_path",)),
-    ("Validation split", ("validation_split",)), ("Epochs", ("training.epochs",)),
-    ("More than 20 epochs", ("training.epochs",)), ("Batch size", ("training.batch_size",)),
-    ("Learning rate", ("training.learning_rate",)), ("LoRA rank", ("lora.rank",)), ("High LoRA rank", ("lora.rank",)),
-    ("LoRA alpha", ("lora.alpha",)), ("LoRA dropout", ("lora.dropout",)),
-    ("At least one target module", ("lora.target_modules",)), ("LoRA init scale", ("lora.init_scale",)),
-    ("Gradient accumulation", ("training.gradient_accumulation_steps",)), ("Warm-up", ("training.warmup_steps",)),
-    ("Weight decay", ("training.weight_decay",)), ("Minimum learning rate", ("training.min_learning_rate",)),
-    ("Adam betas", ("training.adam_beta1", "training.adam_beta2")), ("Epsilon", ("training.adam_epsilon",)),
-    ("Momentum", ("training.momentum",)), ("Nesterov", ("training.nesterov",)),
-    ("Number of cycles", ("training.num_cycles",)), ("Cycle multiplier", ("training.cycle_multiplier",)),
-    ("Polynomial power", ("training.polynomial_power",)), ("Max sequence length", ("training.max_seq_length",)),
-    ("Max steps", ("training.max_steps",)), ("Evaluation and save", ("training.eval_every", "training.save_every")),
-    ("Max checkpoints", ("training.max_checkpoints",)), ("Early-stopping patience", ("training.early_stopping_patience",)),
-    ("Early-stopping min delta", ("training.early_stopping_min_delta",)),
-    ("Early stopping needs", ("training.early_stopping_patience",)), ("Max gradient norm", ("training.max_grad_norm",)),
-    ("Max non-finite", ("training.max_nonfinite_steps",)), ("Loss chunk size", ("training.loss_chunk_size",)),
-    ("Unknown dtype", ("training.dtype",)), ("Unknown base quantization", ("training.base_quantization",)), ("Device", ("training.device",)), ("Window overlap", ("data.window_overlap",)),
-    ("Max file size", ("data.max_file_bytes",)),
-]
-
-
-def fields_for_message(message: str) -> tuple[str, ...]:
-    """The field keys a validation message is about (empty when it is about the job as a whole)."""
-    for prefix, keys in MESSAGE_FIELDS:
-        if message.startswith(prefix):
-            return keys
-    return ()
-
-
 def _split(key: str) -> tuple[str, str]:
     section, _, name = key.rpartition(".")
     return section, name

@@ -32,7 +32,7 @@ from senior_intern.gui import analysis, doctor
 from senior_intern.gui.dataset_panel import DatasetPanel
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.estimate_panel import EstimatePanel
-from senior_intern.gui.job_form import JobForm, fields_for_message
+from senior_intern.gui.job_form import JobForm
 from senior_intern.gui.settings import AppSettings
 from senior_intern.gui.tasks import TaskRunner
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine, PathPicker
@@ -236,15 +236,18 @@ class TrainPage(QWidget):
         errors: dict[str, list[str]] = {k: [v] for k, v in parse_problems.items()}
         warnings: dict[str, list[str]] = {}
         general_errors, general_warnings = [], []
-        for bucket, general, messages in ((errors, general_errors, result.errors), (warnings, general_warnings, result.warnings)):
-            for message in messages:
-                keys = [k for k in fields_for_message(message) if self.form.has_field(k)]
-                for k in keys:
-                    bucket.setdefault(k, []).append(message)
-                if not keys:
-                    general.append(message)
-        model_errors = [m for m in general_errors if fields_for_message(m) == ("base_model_path",)]
-        dataset_errors = [m for m in general_errors if fields_for_message(m) == ("dataset_path",)]
+        model_errors, dataset_errors = [], []
+        for issue in result.issues:
+            bucket, general = (errors, general_errors) if issue.severity == "error" else (warnings, general_warnings)
+            keys = [k for k in issue.fields if self.form.has_field(k)]
+            for k in keys:
+                bucket.setdefault(k, []).append(issue.message)
+            if not keys:
+                general.append(issue.message)
+                if issue.severity == "error" and issue.fields == ("base_model_path",):
+                    model_errors.append(issue.message)
+                elif issue.severity == "error" and issue.fields == ("dataset_path",):
+                    dataset_errors.append(issue.message)
         if self._diagnosis is not None and self._diagnosis.about == "model":
             model_errors.append(self._diagnosis.message)
         self.model_picker.show_message("\n".join(model_errors))

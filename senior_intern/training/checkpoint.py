@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from senior_intern.config import ConfigError, TrainingJob
-from senior_intern.layout import BEST, JOB_FILE, checkpoint_name, folder_size
+from senior_intern.layout import BEST, JOB_FILE, LORA_FILE, STATE_FILE, TRAINER_STATE_FILE, checkpoint_name, folder_size
 from senior_intern.layout import CHECKPOINT_FILES as _FILES
 from senior_intern.training.result import CheckpointInfo
 
@@ -175,12 +175,12 @@ class CheckpointManager:
         tmp.mkdir()
         state = {**state, "format_version": FORMAT_VERSION, "created_at": time.time(), "name": name}
         try:
-            save_file(tensors, str(tmp / "lora.safetensors"))
-            torch.save(trainer_state, tmp / "trainer_state.pt")
-            job.save(tmp / "job.toml")
-            state["files"] = {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in _FILES if f != "state.json"}
+            save_file(tensors, str(tmp / LORA_FILE))
+            torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+            job.save(tmp / JOB_FILE)
+            state["files"] = {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in _FILES if f != STATE_FILE}
             # state.json last: its presence marks a complete folder even before the rename.
-            (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, allow_nan=True), encoding="utf-8")
             for f in _FILES:
                 _fsync(tmp / f)
             _fsync(tmp)
@@ -267,7 +267,7 @@ def _read_state(path: Path) -> dict[str, Any]:
         if not (path / name).is_file():
             raise CheckpointError(f"Checkpoint {path} is damaged: {name} is missing")
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: state.json is not valid JSON ({exc})") from exc
     if not isinstance(state, dict) or "global_step" not in state or "loader" not in state:
@@ -284,12 +284,12 @@ def verify(path: str | Path) -> dict[str, Any]:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(path / "lora.safetensors"), framework="pt") as fh:
+        with safe_open(str(path / LORA_FILE), framework="pt") as fh:
             for key in fh.keys():
                 fh.get_slice(key)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is unreadable ({exc})") from exc
-    expected = (path / "lora.safetensors").stat().st_size
+    expected = (path / LORA_FILE).stat().st_size
     if expected < 8:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is truncated")
     for name, meta in (state.get("files") or {}).items():  # older checkpoints have no manifest
@@ -306,15 +306,15 @@ def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     state = verify(path)
     try:
-        lora_state = load_file(str(path / "lora.safetensors"))
+        lora_state = load_file(str(path / LORA_FILE))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: lora.safetensors is truncated ({exc})") from exc
     try:
-        trainer_state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        trainer_state = torch.load(path / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises many kinds
         raise CheckpointError(f"Checkpoint {path} is damaged: trainer_state.pt is unreadable ({exc})") from exc
     try:
-        job = TrainingJob.load(path / "job.toml")
+        job = TrainingJob.load(path / JOB_FILE)
     except ConfigError as exc:
         raise CheckpointError(f"Checkpoint {path} is damaged: {exc}") from exc
     return Checkpoint(path=path, lora_state=lora_state, trainer_state=trainer_state, state=state, job=job)
@@ -327,7 +327,7 @@ def find_resumable(path: str | Path, notify: Callable[[str], None] | None = None
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint or run folder not found: {path}")
-    if (path / "state.json").is_file():
+    if (path / STATE_FILE).is_file():
         verify(path)
         return path
     skipped: list[str] = []

@@ -37,6 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from senior_intern.layout import JOB_FILE
+
 # How long a rank waits for the others in one collective before it gives up.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
@@ -321,6 +323,6 @@ def failure_report(exc, nproc: int, run_dir: Path | None) -> str:
 def job_file_for_workers(job) -> Path:
     """The job written to a temporary TOML file that the workers load (``train --config``)."""
     folder = Path(tempfile.mkdtemp(prefix="senior-intern-dist-"))
-    path = folder / "job.toml"
+    path = folder / JOB_FILE
     job.save(path)
     return path

@@ -3,8 +3,9 @@
 ``plan_run(job, tokenizer, samples, batches_per_epoch)`` turns the batches of one epoch (the
 length of the run's ``BatchLoader``, a count of global batches) into steps per epoch (a
 partial accumulation at the end of an epoch still makes a step), total steps (capped by
-``max_steps``) and the warm-up the schedule uses. ``Session.prepare`` and the estimate
-(``estimate_data``) both call it, so a run and its estimate cannot count differently.
+``max_steps``) and the warm-up the schedule uses. ``Session.prepare``, the estimate
+(``estimate_data``) and the Train page's dataset analysis (``gui/analysis.py``) all call it, so
+a run, its estimate and the step count shown before it cannot count differently.
 
 Torch-free: the GUI and the CLI may import it without loading PyTorch.
 """

@@ -181,8 +181,8 @@ class Session:
             self.log(distributed.describe(self.dp.ctx, self.device, self.dp.gather(os.getpid())))
         self.log(f"Loading dataset {job.dataset_path}")
         data = load_training_data(job, self.tokenizer)
-        for line in data.messages:
-            self.log(line, LogLevel.WARNING if "skipped" in line or "truncated" in line else LogLevel.INFO)
+        for message in data.messages:
+            self.log(message.text, LogLevel.WARNING if message.lost else LogLevel.INFO)
         common = dict(pad_id=pad_token_id(self.tokenizer), max_seq_length=cfg.max_seq_length, packing=cfg.packing, seed=cfg.seed,
                       rank=self.dp.rank, world_size=self.dp.world_size)
         self.train_loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, **common)

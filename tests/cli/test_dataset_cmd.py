@@ -32,7 +32,7 @@ def test_inspect_prints_format_stats_and_a_marked_sample(tmp_path, hf_model, cap
     assert "Format: alpaca (chat template)" in out
     assert "Records read: 3, skipped: 0, truncated: 0" in out
     assert "Samples: 3; tokens per sample: mean" in out
-    assert "Steps per epoch: 2 (batch size 2, packing off)" in out
+    assert "Batches per epoch: 2 (batch size 2, packing off;" in out
     assert "Length histogram (tokens):" in out
     assert "[[<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n]]Hello, world!<|im_end|>" in out
 

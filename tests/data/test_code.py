@@ -155,6 +155,7 @@ def test_long_files_split_into_overlapping_windows(tmp_path, tiny_tokenizer):
     windows = loaded.samples
     assert len(windows) > 2
     assert [w.source for w in windows] == [f"big.py#window{k + 1}" for k in range(len(windows))]
+    assert {w.split_group for w in windows} == {"big.py"}  # the validation split keeps them together
     header = ids(tiny_tokenizer, CODE_HEADER.format(path="big.py"))
     content = ids(tiny_tokenizer, text)
     eos = tiny_tokenizer.eos_token_id

@@ -39,14 +39,14 @@ def test_dataset_stats(loaded):
     assert stats.total_tokens == sum(lengths)
     assert stats.trained_tokens == sum(s.n_trained for s in loaded.samples)
     assert 0 < stats.trained_fraction < 1
-    assert stats.steps_per_epoch == 4 and stats.rows == 10 and stats.packed_fill is None
+    assert stats.batches_per_epoch == 4 and stats.rows == 10 and stats.packed_fill is None
     assert sum(b.count for b in stats.histogram) == 10 and len(stats.histogram) == 10
     for b in stats.histogram:
         assert b.count == sum(b.low <= n < b.high for n in lengths)
     packed = dataset_stats(loaded, batch_size=3, max_seq_length=128, packing=True)
     loader = BatchLoader(loaded.samples, 3, pad_id=0, max_seq_length=128, packing=True)
     assert packed.rows == len(loader.rows) < 10
-    assert packed.steps_per_epoch == len(loader) == math.ceil(packed.rows / 3)
+    assert packed.batches_per_epoch == len(loader) == math.ceil(packed.rows / 3)
     assert packed.packed_fill == pytest.approx(sum(lengths) / (packed.rows * 128))
     with pytest.raises(ValueError, match="batch_size"):
         dataset_stats(loaded, 0, 64, False)
@@ -65,7 +65,7 @@ def test_preview_marks_trained_and_masked_pieces(loaded, tiny_tokenizer):
 def _samples(n, windows_of=None):
     out = [Sample([i + 1, i + 2], [IGNORE_INDEX, i + 2], f"d.jsonl:{i + 1}") for i in range(n)]
     if windows_of:
-        out += [Sample([1, 2], [IGNORE_INDEX, 2], f"big.py#window{k + 1}") for k in range(windows_of)]
+        out += [Sample([1, 2], [IGNORE_INDEX, 2], f"big.py#window{k + 1}", group="big.py") for k in range(windows_of)]
     return out
 
 
@@ -98,13 +98,15 @@ def test_load_training_data_split_and_validation_file(tmp_path, tiny_tokenizer):
     job.training.max_seq_length = 32
     td = load_training_data(job, tiny_tokenizer)
     assert len(td.train) == 16 and len(td.validation) == 4 and td.validation_dataset is None
-    assert td.messages[0].startswith("Loaded 20 samples (text) from") and "Held out 4 of 20" in td.messages[-1]
+    assert td.messages[0].text.startswith("Loaded 20 samples (text) from") and "Held out 4 of 20" in td.messages[-1].text
+    assert not any(m.lost for m in td.messages)
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": "held out"}, "{bad"])
     job.validation_path = str(val)
     job.data.skip_malformed = True
     td = load_training_data(job, tiny_tokenizer)
     assert len(td.train) == 20 and len(td.validation) == 1
-    assert any(m.startswith("Validation: 1 records skipped") for m in td.messages)
+    skipped = [m for m in td.messages if m.text.startswith("Validation: 1 records skipped")]
+    assert skipped and all(m.lost for m in skipped)  # the run log shows lost data as a warning
     job.validation_path, job.validation_split = None, 0.0
     assert load_training_data(job, tiny_tokenizer).validation == []
 
@@ -123,6 +125,6 @@ def test_bundled_sample_dataset(tiny_tokenizer):
 
 
 def test_split_falls_back_to_windows_when_every_file_is_too_big():
-    samples = [Sample([1, 2], [IGNORE_INDEX, 2], f"big.py#window{k + 1}") for k in range(10)]
+    samples = [Sample([1, 2], [IGNORE_INDEX, 2], f"big.py#window{k + 1}", group="big.py") for k in range(10)]
     train, val = split(samples, 0.2, seed=0)
     assert len(val) == 2 and len(train) == 8

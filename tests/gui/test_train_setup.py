@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from senior_intern.config import LoraConfig, TrainingConfig, TrainingJob, field_help
 from senior_intern.defaults import PRESETS
-from senior_intern.gui.job_form import GROUPS, fields_for_message
+from senior_intern.gui.job_form import GROUPS
 from tests.gui.conftest import write_dataset
 
 
@@ -99,9 +99,11 @@ def test_every_validation_message_has_a_field():
     result = bad.validate(available_devices=["cpu"])
     assert len(result.errors) > 30
     keys = {k for _, fields in GROUPS for k, _ in fields} | {"base_model_path", "dataset_path"}
-    for message in result.errors:
-        found = fields_for_message(message)
-        assert found and set(found) <= keys, message
+    bad.training.learning_rate = float("nan")  # the finite-number rule names its field too
+    result = bad.validate(available_devices=["cpu"])
+    assert any(i.message.startswith("training.learning_rate must be a finite") for i in result.issues)
+    for issue in result.issues:
+        assert issue.fields and set(issue.fields) <= keys, issue
 
 
 def test_tooltips_come_from_the_field_help(window):
@@ -147,3 +149,18 @@ def test_browse_buttons_use_the_file_dialog(window, monkeypatch, tiny_model_dir:
     window.actions_["open_dataset"].trigger()
     assert page.dataset_picker.path() == str(dataset_file)
     assert window.settings.last_path("dataset") == str(dataset_file)
+
+
+def test_issues_are_data_the_form_marks_without_reading_their_words(window):
+    """A rule's message can be reworded without the form losing its field (no prefix table)."""
+    from senior_intern.validation import Severity
+
+    job = TrainingJob(name="x", base_model_path="", dataset_path="", output_dir="o")
+    job.training.adam_beta2, job.training.epochs = 1.5, 25
+    result = job.validate()
+    betas = [i for i in result.issues if "training.adam_beta2" in i.fields]
+    assert betas and betas[0].severity is Severity.ERROR and "training.adam_beta1" in betas[0].fields
+    epochs = [i for i in result.issues if i.fields == ("training.epochs",)]
+    assert epochs and epochs[0].severity is Severity.WARNING
+    assert result.warnings == [i.message for i in result.issues if i.severity is Severity.WARNING]
+    assert not result.is_valid and "Adam betas must be in [0, 1)" in result.errors
