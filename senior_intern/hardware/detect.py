@@ -47,7 +47,7 @@ class DeviceInfo:
     torch device type ("cuda", "mps", "cpu"). Memory is in bytes, ``None`` where the backend does
     not say. ``compute_capability`` is ``(major, minor)`` for CUDA GPUs, ``None`` otherwise.
     ``supports_bf16`` means native bfloat16 arithmetic: compute capability 8.0+ (or ROCm) on
-    CUDA, macOS 14+ on MPS, AVX512-BF16 / AMX-BF16 / Arm BF16 instructions on the CPU.
+    CUDA, macOS 14+ and a bfloat16 matmul that works on MPS, AVX512-BF16 / AMX-BF16 / Arm BF16 instructions on the CPU.
     """
 
     name: str
@@ -188,7 +188,7 @@ def _mps_device() -> DeviceInfo:
         display_name=f"Apple {torch.backends.mps.get_name()} (MPS)",
         total_memory=total,
         free_memory=free,
-        supports_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
+        supports_bf16=_device_supports_bf16(torch.device("mps")),
     )
 
 
@@ -319,18 +319,42 @@ def _cuda_capability(device: torch.device) -> tuple[int, int]:
 
 
 def _device_supports_bf16(device: torch.device) -> bool:
-    """Native bfloat16 on a GPU: compute capability 8.0+ or ROCm on CUDA, macOS 14+ on MPS."""
+    """Native bfloat16 on a GPU: compute capability 8.0+ or ROCm on CUDA; on MPS, macOS 14+ and a
+    bfloat16 matmul that really runs there (``bf16_matmul_works``)."""
     if device.type == "cuda":
         return bool(torch.version.hip) or _cuda_capability(device) >= _BF16_MIN_CAPABILITY
     if device.type == "mps":
-        return bool(torch.backends.mps.is_macos_or_newer(14, 0))
+        return bool(torch.backends.mps.is_macos_or_newer(14, 0)) and bf16_matmul_works(str(device))
     return False
+
+
+@functools.cache
+def bf16_matmul_works(device: str) -> bool:
+    """Whether a small bfloat16 matmul, with its backward, runs on ``device`` and agrees with float32.
+
+    Measured support rather than an OS version: a macOS or torch build can advertise bfloat16 on
+    MPS and still fail (or silently mis-compute) the kernels training needs. Cached per device.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(32, 48, generator=gen), torch.randn(48, 16, generator=gen)
+    try:
+        x = a.to(device, torch.bfloat16).requires_grad_()
+        y = x @ b.to(device, torch.bfloat16)
+        y.float().sum().backward()
+        got, grad = y.float().cpu(), x.grad.float().cpu()
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    want = a @ b
+    # bfloat16 keeps 8 bits of mantissa: products of 48 terms agree to about 2% of their scale.
+    scale = float(want.abs().max())
+    return bool(torch.isfinite(got).all()) and float((got - want).abs().max()) <= 0.05 * scale \
+        and torch.allclose(grad, b.sum(dim=1).expand_as(grad), rtol=0.05, atol=0.05)
 
 
 def recommended_dtype(device: torch.device | str) -> torch.dtype:
     """The compute dtype "auto" picks for the base model on ``device``.
 
-    - CUDA / MPS with native bfloat16 (Ampere+, ROCm, macOS 14+): bfloat16.
+    - CUDA / MPS with native bfloat16 (Ampere+, ROCm, macOS 14+ where it measurably works): bfloat16.
     - CUDA with tensor cores but no bfloat16 (compute capability 7.x, e.g. V100, T4) and MPS on
       older macOS: float16 — half the memory and several times the speed of float32; the trainer
       must scale the loss (``torch.amp.GradScaler``) so small gradients do not underflow.
@@ -368,6 +392,7 @@ def resolve_dtype(setting: str, device: torch.device | str) -> torch.dtype:
     if name == "bfloat16" and device.type in ("cuda", "mps") and not _device_supports_bf16(device):
         raise ValueError(
             f"dtype bfloat16 (training.dtype) needs a GPU with native bfloat16 (NVIDIA compute "
-            f"capability 8.0+, or macOS 14+ for MPS); {device} has none: use float16, float32 or auto"
+            f"capability 8.0+, or macOS 14+ for MPS with a working bfloat16 matmul); {device} has none: "
+            "use float16, float32 or auto"
         )
     return _DTYPES[name]

@@ -199,15 +199,21 @@ from senior_intern.training.engine import Trainer
 from senior_intern.training.events import Progress, StateChanged, TrainingState
 job = TrainingJob.load(sys.argv[1])
 base = psutil.Process().memory_info().rss
-stamps = []
+stamps, mps_peak = [], 0
+mps = job.training.device != "cpu" and torch.backends.mps.is_available()
 def on_event(e):
+    global mps_peak
     if isinstance(e, Progress) or (isinstance(e, StateChanged) and e.new is TrainingState.TRAINING and not stamps):
         stamps.append(time.perf_counter())
+    if mps:  # Metal's memory is not in the RSS: sample what its driver holds at every step
+        mps_peak = max(mps_peak, torch.mps.driver_allocated_memory())
 result = Trainer().run(job, None, on_event)
 from senior_intern.hardware.monitor import peak_rss_bytes
 peak = peak_rss_bytes() - base
 if job.training.device != "cpu" and torch.cuda.is_available() and torch.cuda.max_memory_reserved():
     peak = torch.cuda.max_memory_reserved()
+elif mps:
+    peak = max(peak, mps_peak)
 print(json.dumps({"error": result.error_message, "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])],
                   "peak_bytes": peak}))
 """
@@ -215,7 +221,8 @@ print(json.dumps({"error": result.error_message, "step_seconds": [b - a for a, b
 
 def _probe(job: TrainingJob) -> tuple[float, int | None]:
     """Median seconds per optimizer step over real steps of ``job`` in a fresh process (after one
-    warm-up step), and the peak memory it reached (RSS growth; CUDA: bytes the allocator reserved)."""
+    warm-up step), and the peak memory it reached (RSS growth; CUDA: bytes the allocator reserved;
+    MPS: the larger of the RSS growth and the Metal driver's memory sampled at every step)."""
     with tempfile.TemporaryDirectory(prefix="senior-intern-probe-") as tmp:
         training = dataclasses.replace(job.training, max_steps=PROBE_STEPS, eval_every=0, save_every=0, early_stopping_patience=0)
         probe = dataclasses.replace(job, name="probe", output_dir=str(Path(tmp) / "runs"), adapters_dir=str(Path(tmp) / "adapters"),

@@ -183,8 +183,10 @@ def test_busy_gpu_still_listed_without_free_memory(fake_cuda, monkeypatch):
 
 @pytest.fixture
 def fake_mps(monkeypatch):
-    """Pretend torch sees Apple's MPS (no CUDA); ``state.macos14`` sets bfloat16 support."""
-    state = {"macos14": True}
+    """Pretend torch sees Apple's MPS (no CUDA); ``state.macos14`` and ``state.bf16_runs`` (the
+    measured bfloat16 matmul) set bfloat16 support."""
+    state = {"macos14": True, "bf16_runs": True}
+    monkeypatch.setattr(detect, "bf16_matmul_works", lambda device: state["bf16_runs"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.mps, "get_name", lambda: "M3 Max")
@@ -202,6 +204,21 @@ def test_mps_is_listed_and_recommended(fake_mps):
     assert detect.available_device_names() == ["mps", "cpu"]
     assert detect.resolve_device("auto") == torch.device("mps")
     assert detect.recommended_dtype("mps") == torch.bfloat16
+
+
+def test_mps_whose_bfloat16_matmul_fails_uses_float16_even_on_macos_14(fake_mps):
+    fake_mps["bf16_runs"] = False
+    assert detect.detect_devices()[0].supports_bf16 is False
+    assert detect.recommended_dtype("mps") == torch.float16
+    with pytest.raises(ValueError, match=r"bfloat16.*working bfloat16 matmul"):
+        detect.resolve_dtype("bfloat16", "mps")
+
+
+def test_the_bfloat16_probe_runs_the_kernels_it_stands_for():
+    detect.bf16_matmul_works.cache_clear()
+    assert detect.bf16_matmul_works("cpu") is True  # runs, with its backward, and agrees with float32
+    assert detect.bf16_matmul_works("meta") is False  # kernels that give no numbers do not count
+    detect.bf16_matmul_works.cache_clear()
 
 
 def test_mps_before_macos_14_uses_float16(fake_mps):
