@@ -65,6 +65,31 @@ class ValidationResult:
         return not self.errors
 
 
+# The rules that bound one training setting from below: (field, bound, strict, message). strict:
+# the value must exceed the bound; otherwise reach it. In the order they are reported.
+_LOWER_BOUNDS: tuple[tuple[str, float, bool, str], ...] = (
+    ("training.epochs", 1, False, "Epochs must be at least 1"),
+    ("training.batch_size", 1, False, "Batch size must be at least 1"),
+    ("training.learning_rate", 0, True, "Learning rate must be positive"),
+    ("training.gradient_accumulation_steps", 1, False, "Gradient accumulation steps must be at least 1"),
+    ("training.warmup_steps", 0, False, "Warm-up steps must not be negative"),
+    ("training.weight_decay", 0, False, "Weight decay must not be negative"),
+    ("training.min_learning_rate", 0, False, "Minimum learning rate must not be negative"),
+    ("training.adam_epsilon", 0, True, "Epsilon must be positive"),
+    ("training.momentum", 0, False, "Momentum must not be negative"),
+    ("training.num_cycles", 1, False, "Number of cycles must be at least 1"),
+    ("training.cycle_multiplier", 1, False, "Cycle multiplier must be at least 1"),
+    ("training.polynomial_power", 0, True, "Polynomial power must be positive"),
+    ("training.max_seq_length", 8, False, "Max sequence length must be at least 8 tokens"),
+    ("training.max_checkpoints", 1, False, "Max checkpoints must be at least 1"),
+    ("training.early_stopping_patience", 0, False, "Early-stopping patience must not be negative"),
+    ("training.early_stopping_min_delta", 0, False, "Early-stopping min delta must not be negative"),
+    ("training.max_grad_norm", 0, False, "Max gradient norm must not be negative (0 disables clipping)"),
+    ("training.max_nonfinite_steps", 1, False, "Max non-finite steps must be at least 1"),
+    ("training.loss_chunk_size", 1, False, "Loss chunk size must be at least 1"),
+)
+
+
 class _Findings:
     """Collects issues: ``error(fields, message)`` / ``warning(fields, message)``."""
 
@@ -108,16 +133,13 @@ def validate_job(job: "TrainingJob", total_steps: int | None = None, devices: li
     if not 0.0 <= job.validation_split < 1.0:
         f.error("validation_split", "Validation split must be in [0, 1)")
 
-    # Training configuration (spec rules).
-    if t.epochs < 1:
-        f.error("training.epochs", "Epochs must be at least 1")
-    if t.batch_size < 1:
-        f.error("training.batch_size", "Batch size must be at least 1")
-    if not t.learning_rate > 0:
-        f.error("training.learning_rate", "Learning rate must be positive")
+    # Training configuration (spec rules and ours): the lower bounds, then the rules with more to them.
+    for key, bound, strict, message in _LOWER_BOUNDS:
+        value = getattr(t, key.removeprefix("training."))
+        if not (value > bound if strict else value >= bound):
+            f.error(key, message)
     if lo.rank < 1 or lo.rank > 256:
         f.error("lora.rank", "LoRA rank must be between 1 and 256")
-    # Rules the spec missed.
     if not lo.alpha > 0:
         f.error("lora.alpha", "LoRA alpha must be positive")
     if not 0.0 <= lo.dropout < 1.0:
@@ -129,48 +151,16 @@ def validate_job(job: "TrainingJob", total_steps: int | None = None, devices: li
                 "LoRA biases are not supported on embeddings; set bias to none or turn off apply_to_embeddings")
     if not lo.init_scale > 0:
         f.error("lora.init_scale", "LoRA init scale must be positive")
-    if t.gradient_accumulation_steps < 1:
-        f.error("training.gradient_accumulation_steps", "Gradient accumulation steps must be at least 1")
-    if t.warmup_steps < 0:
-        f.error("training.warmup_steps", "Warm-up steps must not be negative")
-    if t.weight_decay < 0:
-        f.error("training.weight_decay", "Weight decay must not be negative")
-    if t.min_learning_rate < 0:
-        f.error("training.min_learning_rate", "Minimum learning rate must not be negative")
-    elif t.learning_rate > 0 and t.min_learning_rate > t.learning_rate:
+    if t.learning_rate > 0 and t.min_learning_rate > t.learning_rate:
         f.error("training.min_learning_rate", "Minimum learning rate must not exceed the learning rate")
     if not (0.0 <= t.adam_beta1 < 1.0 and 0.0 <= t.adam_beta2 < 1.0):
         f.error(("training.adam_beta1", "training.adam_beta2"), "Adam betas must be in [0, 1)")
-    if not t.adam_epsilon > 0:
-        f.error("training.adam_epsilon", "Epsilon must be positive")
-    if t.momentum < 0:
-        f.error("training.momentum", "Momentum must not be negative")
     if t.nesterov and (t.optimizer != OptimizerType.SGD or t.momentum <= 0):
         f.error("training.nesterov", "Nesterov momentum needs the sgd optimizer and a positive momentum")
-    if t.num_cycles < 1:
-        f.error("training.num_cycles", "Number of cycles must be at least 1")
-    if t.cycle_multiplier < 1:
-        f.error("training.cycle_multiplier", "Cycle multiplier must be at least 1")
-    if not t.polynomial_power > 0:
-        f.error("training.polynomial_power", "Polynomial power must be positive")
-    if t.max_seq_length < 8:
-        f.error("training.max_seq_length", "Max sequence length must be at least 8 tokens")
     if t.max_steps is not None and t.max_steps < 1:
         f.error("training.max_steps", "Max steps must be at least 1 (or left empty)")
     if t.eval_every < 0 or t.save_every < 0:
         f.error(("training.eval_every", "training.save_every"), "Evaluation and save intervals must not be negative")
-    if t.max_checkpoints < 1:
-        f.error("training.max_checkpoints", "Max checkpoints must be at least 1")
-    if t.early_stopping_patience < 0:
-        f.error("training.early_stopping_patience", "Early-stopping patience must not be negative")
-    if t.early_stopping_min_delta < 0:
-        f.error("training.early_stopping_min_delta", "Early-stopping min delta must not be negative")
-    if t.max_grad_norm < 0:
-        f.error("training.max_grad_norm", "Max gradient norm must not be negative (0 disables clipping)")
-    if t.max_nonfinite_steps < 1:
-        f.error("training.max_nonfinite_steps", "Max non-finite steps must be at least 1")
-    if t.loss_chunk_size < 1:
-        f.error("training.loss_chunk_size", "Loss chunk size must be at least 1")
     if t.dtype not in SUPPORTED_DTYPES:
         f.error("training.dtype", f"Unknown dtype {t.dtype!r}; choose one of {', '.join(SUPPORTED_DTYPES)}")
     if t.base_quantization not in BASE_QUANTIZATIONS:

@@ -241,3 +241,11 @@ def test_optional_field_round_trips_none(tmp_path: Path) -> None:
     data = job.to_dict()
     data["training"]["max_steps"] = 7
     assert TrainingJob.from_dict(data).training.max_steps == 7
+
+
+def test_a_minimum_learning_rate_above_the_rate_is_refused_whatever_else_is_set(valid_job):
+    valid_job.training.learning_rate, valid_job.training.min_learning_rate = 1e-4, 1e-3
+    valid_job.lora.init_scale = 0.0  # another error must not hide this one
+    errors = valid_job.validate().errors
+    assert "Minimum learning rate must not exceed the learning rate" in errors
+    assert "LoRA init scale must be positive" in errors
