@@ -166,8 +166,30 @@ class DataConfig:
     window_overlap: int = _f(32, "Tokens shared by consecutive windows when a long file is split (at most half the max sequence length).")
     max_file_bytes: int = _f(1_000_000, "Files larger than this are skipped when reading a folder of code.")
     skip_malformed: bool = _f(False, "Skip malformed records (counted and reported) instead of failing the load.")
+    column_map: list[str] = _f([], "Rename record fields before the format is recognised, as FROM=TO pairs "
+                                   "(e.g. question=prompt answer=completion).")
+
+    def column_renames(self) -> dict[str, str]:
+        """``column_map`` as {record field: the field it is read as}; ValueError naming a bad pair."""
+        renames: dict[str, str] = {}
+        for pair in self.column_map:
+            source, sep, target = (part.strip() for part in pair.partition("="))
+            if not sep or not source or not target:
+                raise ValueError(f"data.column_map entry {pair!r} is not FROM=TO (e.g. question=prompt)")
+            if target not in RECORD_FIELDS:
+                raise ValueError(f"data.column_map entry {pair!r}: {target!r} is not a field the formats read; "
+                                 f"use one of {', '.join(RECORD_FIELDS)}")
+            if source in renames:
+                raise ValueError(f"data.column_map renames {source!r} twice")
+            renames[source] = target
+        targets = list(renames.values())
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"data.column_map maps two fields to the same name: {', '.join(self.column_map)}")
+        return renames
 
 
+# The record fields the dataset formats read (``data/sources.FORMAT_FIELDS`` and the templates).
+RECORD_FIELDS = ("instruction", "input", "output", "prompt", "completion", "messages", "conversations", "text", "system")
 SUPPORTED_DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")
 

@@ -174,6 +174,10 @@ def validate_job(job: "TrainingJob", total_steps: int | None = None, devices: li
         f.error("data.window_overlap", "Window overlap must be at most half the max sequence length; lower window_overlap")
     if d.max_file_bytes < 1:
         f.error("data.max_file_bytes", "Max file size must be at least 1 byte")
+    try:
+        d.column_renames()
+    except ValueError as exc:
+        f.error("data.column_map", str(exc))
 
     # Warnings (spec rules, then ours).
     if t.epochs > 20:

@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size, help=field_help(TrainingConfig, "batch_size"))
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=TrainingConfig.packing, help=field_help(TrainingConfig, "packing"))
     p.add_argument("--skip-malformed", action="store_true", help=field_help(DataConfig, "skip_malformed"))
+    p.add_argument("--column-map", nargs="+", default=[], metavar="FROM=TO", help=field_help(DataConfig, "column_map"))
     p.add_argument("--extensions", nargs="+", default=[], metavar="EXT", help=field_help(DataConfig, "code_extensions"))
     p.add_argument("--window-overlap", type=int, default=DataConfig.window_overlap, help=field_help(DataConfig, "window_overlap"))
     p.add_argument("--sample", type=int, default=1, metavar="N", help="which sample to show (1-based, default 1)")
@@ -70,7 +71,8 @@ def inspect(args: argparse.Namespace) -> int:
     if args.max_seq_length < 8:
         raise ValueError(f"--max-seq-length must be at least 8, got {args.max_seq_length}")
     cfg = DataConfig(format=DatasetFormat(args.format), code_extensions=list(args.extensions),
-                     window_overlap=args.window_overlap, skip_malformed=args.skip_malformed)
+                     window_overlap=args.window_overlap, skip_malformed=args.skip_malformed,
+                     column_map=list(args.column_map))
     tokenizer = load_tokenizer(args.model)
     loaded = load_dataset(args.path, tokenizer, cfg, args.max_seq_length)
     stats = dataset_stats(loaded, args.batch_size, args.max_seq_length, args.packing)

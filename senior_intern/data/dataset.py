@@ -32,6 +32,7 @@ from senior_intern.data.sources import (
     RECORD_SUFFIXES,
     TEXT_SUFFIXES,
     Problem,
+    Record,
     detect_file_format,
     read_records,
     read_text,
@@ -47,10 +48,12 @@ MAX_LISTED_PROBLEMS = 5
 
 
 class DatasetError(ValueError):
-    """The dataset cannot be used as it is; ``problems`` lists what is wrong and where."""
+    """The dataset cannot be used as it is; ``problems`` lists what is wrong and where, ``empty``
+    says it gave no sample at all (rather than having records to fix)."""
 
-    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+    def __init__(self, message: str, problems: Sequence[Problem] = (), *, empty: bool = False) -> None:
         self.problems = list(problems)
+        self.empty = empty
         if self.problems:
             message += "\n" + format_problems(self.problems)
         super().__init__(message)
@@ -119,6 +122,7 @@ class _Builder:
     def __init__(self, tokenizer: Any, cfg: DataConfig, max_seq_length: int) -> None:
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self.renames = cfg.column_renames()  # {record field: the field it is read as}
         # No tokenizer: a check of the records only (``check_dataset``), nothing is tokenised.
         self.encoder = Encoder(tokenizer, max_seq_length) if tokenizer is not None else None
         self.samples: list[Sample] = []
@@ -152,9 +156,22 @@ class _Builder:
             else:
                 self.add_records(path, path.name, kind)
 
-    def problem(self, source: str, message: str) -> None:
-        self.problems.append(Problem(source, message))
+    def problem(self, source: str, message: str, fields: tuple[str, ...] = ()) -> None:
+        self.problems.append(Problem(source, message, fields))
         self.skipped += 1
+
+    def renamed(self, record: Record) -> Any:
+        """The record's data with ``column_map`` applied; None (and a problem) when a rename would
+        overwrite a field the record already has."""
+        data = record.data
+        if not self.renames or not isinstance(data, dict):
+            return data
+        for source, target in self.renames.items():
+            if source in data and target in data:
+                self.problem(record.source, f"record has both {source!r} and {target!r}; the column map "
+                                            f"{source}={target} would overwrite {target!r}")
+                return None
+        return {self.renames.get(k, k): v for k, v in data.items()}
 
     def add_records(self, path: Path, display: str, forced: DatasetFormat | None) -> None:
         records, problems = read_records(path, display)
@@ -162,13 +179,18 @@ class _Builder:
         for p in problems:
             self.problem(p.source, p.message)
         for record in records:
-            fmt = forced or record_format(record.data)
+            data = self.renamed(record)
+            if data is None:
+                continue
+            fmt = forced or record_format(data)
             if fmt is None:
-                keys = ", ".join(map(str, record.data)) if isinstance(record.data, dict) else type(record.data).__name__
-                self.problem(record.source, f"record has none of the known fields ({KNOWN_FIELDS_HELP}); it has: {keys or 'nothing'}")
+                fields = tuple(map(str, data)) if isinstance(data, dict) else ()
+                keys = ", ".join(fields) if isinstance(data, dict) else type(data).__name__
+                self.problem(record.source, f"record has none of the known fields ({KNOWN_FIELDS_HELP}); it has: "
+                                            f"{keys or 'nothing'}", fields)
                 continue
             try:
-                segments = record_segments(record.data, fmt, self.tokenizer)
+                segments = record_segments(data, fmt, self.tokenizer)
             except RecordError as exc:
                 self.problem(record.source, str(exc))
                 continue
@@ -261,7 +283,7 @@ def _read(path: str | Path, tokenizer: Any, cfg: DataConfig, max_seq_length: int
             b.problems,
         )
     if not b.formats:  # one count per kept sample (or, for a check, per record or file that would give one)
-        raise DatasetError(f"{path}: the dataset is empty: {_why_empty(path, fmt, b)}", b.problems)
+        raise DatasetError(f"{path}: the dataset is empty: {_why_empty(path, fmt, b)}", b.problems, empty=True)
     return path, b
 
 

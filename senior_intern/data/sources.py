@@ -35,10 +35,15 @@ KNOWN_FIELDS_HELP = "instruction/output, prompt/completion, messages, text"
 
 @dataclass(frozen=True)
 class Problem:
-    """Something wrong with the input, where it is (``file:line`` or ``file``) and what is wrong."""
+    """Something wrong with the input, where it is (``file:line`` or ``file``) and what is wrong.
+
+    ``fields``: for a record none of the formats can read, the fields it has (the dataset
+    doctor proposes a ``column_map`` from them).
+    """
 
     source: str
     message: str
+    fields: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}"

@@ -26,6 +26,15 @@ FORMAT_CHOICES = {
 }
 SHOWN_PROBLEMS = 3
 
+# Field names datasets often use for what a format reads, by format: the doctor proposes a column
+# map when a record's fields cover every field one format needs.
+SYNONYMS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "prompt / completion": (("prompt", ("question", "query", "input", "q", "source", "user", "human", "context")),
+                            ("completion", ("answer", "response", "output", "target", "a", "reply", "assistant", "gpt",
+                                            "label", "solution"))),
+    "text": (("text", ("content", "body", "document", "passage", "code", "article")),),
+}
+
 
 class ModelUnreadable(ValueError):
     """The base model (its tokenizer) could not be read, so the dataset cannot be checked."""
@@ -33,11 +42,13 @@ class ModelUnreadable(ValueError):
 
 @dataclass(frozen=True)
 class Fix:
-    """A change to the job that may cure the problem: ``skip_malformed`` or a ``format`` value."""
+    """A change to the job that may cure the problem: ``skip_malformed``, a ``format`` value, or a
+    ``column_map`` (FROM=TO pairs) that renames the record's fields to ones a format reads."""
 
     label: str
     skip_malformed: bool = False
     format: str | None = None
+    column_map: tuple[str, ...] = ()
 
     def apply(self, job: TrainingJob) -> None:
         """Make the change in ``job``."""
@@ -45,6 +56,28 @@ class Fix:
             job.data.skip_malformed = True
         if self.format is not None:
             job.data.format = DatasetFormat(self.format)
+        if self.column_map:
+            job.data.column_map = list(self.column_map)
+            job.data.format = DatasetFormat.AUTO  # the renamed fields say the format
+
+
+def column_map_for(fields: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """(format words, FROM=TO pairs) that make a record with ``fields`` readable, or None.
+
+    The first format whose every needed field has exactly one synonym among ``fields`` wins;
+    the match ignores case.
+    """
+    lower = {f.lower(): f for f in fields}
+    for words, needed in SYNONYMS.items():
+        pairs = []
+        for target, names in needed:
+            found = [lower[n] for n in names if n in lower]
+            if len(found) != 1:
+                break
+            pairs.append(f"{found[0]}={target}")
+        else:
+            return words, tuple(pairs)
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,9 +117,15 @@ def diagnose(exc: BaseException, job: TrainingJob) -> Diagnosis:
         listed = "\n".join(f"• {_plain(p)}" for p in problems[:SHOWN_PROBLEMS])
         more = f"\n…and {count - SHOWN_PROBLEMS} more." if count > SHOWN_PROBLEMS else ""
         noun = "record" if count == 1 else "records"
-        return Diagnosis("dataset", f"{name}: {count} {noun} cannot be used:\n{listed}{more}",
-                         [Fix(f"Skip the {count} bad {noun}", skip_malformed=True), *others])
-    if "empty" in str(exc):
+        fixes = [Fix(f"Skip the {count} bad {noun}", skip_malformed=True), *others]
+        shapes = {p.fields for p in problems if getattr(p, "fields", ())}
+        mapped = column_map_for(next(iter(shapes))) if len(shapes) == 1 else None
+        if mapped is not None and not job.data.column_map:
+            words, pairs = mapped
+            arrows = ", ".join(pair.replace("=", " → ") for pair in pairs)
+            fixes.insert(0, Fix(f"Map {arrows} ({words})", column_map=pairs))
+        return Diagnosis("dataset", f"{name}: {count} {noun} cannot be used:\n{listed}{more}", fixes)
+    if getattr(exc, "empty", False):
         return Diagnosis("dataset", f"{name} gives no training samples in the format "
                                     f"'{DatasetFormat(job.data.format).value}'. Choose the format by hand:", others)
     return Diagnosis("dataset", f"{name} cannot be read: {describe_error(exc)}", others)

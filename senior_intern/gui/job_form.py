@@ -51,7 +51,7 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         ("data.format", "Format"), ("validation_split", "Validation split"), ("validation_path", "Validation file"),
         ("training.packing", "Pack samples"), ("data.code_extensions", "Code extensions"),
         ("data.window_overlap", "Window overlap"), ("data.max_file_bytes", "Max file size (bytes)"),
-        ("data.skip_malformed", "Skip malformed records"),
+        ("data.skip_malformed", "Skip malformed records"), ("data.column_map", "Column map"),
     ]),
     ("Advanced", [
         ("training.max_steps", "Max steps"), ("training.seed", "Seed"), ("training.device", "Device"),

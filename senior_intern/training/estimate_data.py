@@ -65,7 +65,7 @@ def _load_data(job: TrainingJob):
     t, d = job.training, job.data
     key = (job.base_model_path, _signature(job.dataset_path), _signature(job.validation_path), job.validation_split,
            t.seed, t.max_seq_length, str(d.format), tuple(d.code_extensions), d.window_overlap, d.max_file_bytes,
-           d.skip_malformed)
+           d.skip_malformed, tuple(d.column_map))
     with _DATA_LOCK:
         if key in _DATA_CACHE:
             _DATA_CACHE.move_to_end(key)

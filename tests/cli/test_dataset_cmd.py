@@ -67,3 +67,13 @@ def test_inspect_missing_model_exits_2(tmp_path, capsys):
     data.write_text('{"text": "fine"}\n', encoding="utf-8")
     assert main(["dataset", "inspect", str(data), "--model", str(tmp_path / "no-model")]) == 2
     assert "Model not found" in capsys.readouterr().err
+
+
+def test_inspect_with_a_column_map_and_a_bad_one(tmp_path, hf_model, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Say hello.", "answer": "Hello!"}) + "\n", encoding="utf-8")
+    args = ["dataset", "inspect", str(data), "--model", str(hf_model), "--max-seq-length", "64"]
+    assert main(args + ["--column-map", "question=prompt", "answer=completion"]) == 0
+    assert "Format: prompt_completion" in capsys.readouterr().out
+    assert main(args + ["--column-map", "question"]) == 2
+    assert "data.column_map entry 'question' is not FROM=TO" in capsys.readouterr().err

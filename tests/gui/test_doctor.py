@@ -43,7 +43,7 @@ def test_diagnosis_in_plain_words_with_fixes():
     chat = next(f for f in d.fixes if f.format == "chat")
     chat.apply(job)
     assert job.data.format == DatasetFormat.CHAT
-    empty = doctor.diagnose(DatasetError("x: the dataset is empty: no text"), job)
+    empty = doctor.diagnose(DatasetError("x: the dataset is empty: no text", empty=True), job)
     assert "Choose the format by hand" in empty.message and all(f.format != "chat" for f in empty.fixes)
     model = doctor.diagnose(doctor.ModelUnreadable("fake.gguf: not a GGUF file"), job)
     assert model.about == "model" and not model.fixes
@@ -123,3 +123,32 @@ def test_binary_drops_are_refused_while_dragging_and_usable_ones_light_the_drop_
     assert "dashed" in page.dataset_picker.styleSheet()
     window.dragLeaveEvent(None)
     assert not page.dataset_picker.property("dropTarget") and page.dataset_picker.styleSheet() == ""
+
+
+def test_question_answer_columns_are_mapped_with_one_click(window, qtbot, tmp_path):
+    page = window.train_page
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"Question": f"def add {i} ->", "answer": " add def"}) + "\n" for i in range(10)))
+    assert drop(window, qa)
+    _wait(qtbot, page)
+    panel = page.dataset_panel
+    assert "10 records cannot be used" in panel.error.text()
+    mapping = panel.fix_buttons[0]
+    assert mapping.text() == "Map Question → prompt, answer → completion (prompt / completion)"
+    mapping.click()
+    qtbot.waitUntil(lambda: page.analysis is not None, timeout=60000)
+    assert page.analysis.stats.n_samples == 10 and page.analysis.stats.format == "prompt_completion"
+    job = page.current_job()[0]
+    assert job.data.column_map == ["Question=prompt", "answer=completion"] and not job.data.skip_malformed
+    assert page.form.editors["data.column_map"].get() == ["Question=prompt", "answer=completion"]
+
+
+def test_no_column_map_is_guessed_when_the_fields_are_ambiguous_or_mixed():
+    job = TrainingJob(dataset_path="/data/qa.jsonl")
+    two_inputs = [Problem("/data/qa.jsonl:1", "none of the known fields", ("question", "query", "answer"))]
+    assert all(not f.column_map for f in doctor.diagnose(DatasetError("x", two_inputs), job).fixes)
+    mixed = [Problem("/data/qa.jsonl:1", "none", ("question", "answer")), Problem("/data/qa.jsonl:2", "none", ("content",))]
+    assert all(not f.column_map for f in doctor.diagnose(DatasetError("x", mixed), job).fixes)
+    body = [Problem("/data/t.jsonl:1", "none of the known fields", ("body", "id"))]
+    fix = doctor.diagnose(DatasetError("x", body), job).fixes[0]
+    assert fix.column_map == ("body=text",) and fix.label == "Map body → text (text)"
