@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import tomllib
 import types
 import typing
@@ -147,6 +148,7 @@ class TrainingConfig:
     max_nonfinite_steps: int = _f(5, "Fail the run after this many optimizer steps in a row with a NaN/Inf loss or gradient.")
     seed: int = _f(42, "Random seed for LoRA init, dropout, shuffling and the validation split.")
     device: str = _f("auto", "Where to train: auto, cpu, cuda, cuda:N or mps.")
+    processes: int = _f(1, "Data-parallel worker processes on this machine (torch.distributed.run): one per GPU on a GPU machine (at most the number of GPUs), or CPU processes sharing the cores (at most the number of cores). Global batch = batch_size x processes x gradient_accumulation_steps. 1 trains in one process.")
     dtype: str = _f("auto", "Compute dtype of the base model: auto, float32, bfloat16 or float16.")
     base_quantization: str = _f("none", "How a Hugging Face folder's frozen linear weights are held while training: none (as loaded), int8 or int4 (weight-only, quantised at load; less memory, slightly different numbers) or auto (by this machine's memory). A GGUF base always stays in its own blocks.")
     packing: bool = _f(True, "Pack several samples into each full-length row (no attention across samples) instead of padding.")
@@ -363,6 +365,7 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
         errors.append(f"Unknown base quantization {t.base_quantization!r}; choose one of {', '.join(BASE_QUANTIZATIONS)}")
     if devices is not None and t.device != "auto" and t.device not in devices:
         errors.append(f"Device {t.device!r} is not available; available: {', '.join(devices)}")
+    errors.extend(_process_errors(t, devices))
     if d.window_overlap < 0:
         errors.append("Window overlap must not be negative")
     elif d.window_overlap > t.max_seq_length // 2:
@@ -385,6 +388,31 @@ def _validate(job: TrainingJob, total_steps: int | None, devices: list[str] | No
     if t.early_stopping_patience and job.validation_split == 0 and not job.validation_path:
         warnings.append("Early stopping needs validation data; it is off without a validation split or file")
     return ValidationResult(errors, warnings)
+
+
+def process_limit(device: str, devices: list[str] | None) -> tuple[int, str] | None:
+    """The most data-parallel processes ``device`` allows here, and what counts them ("GPUs"/"CPU cores").
+
+    On a GPU (``device`` auto or cuda*, and ``devices`` listing ``cuda:N`` names) one process per
+    GPU; otherwise the CPU's cores. None when it is unknown: ``devices`` not given and a device
+    other than the CPU (the launcher then checks the GPUs itself).
+    """
+    gpus = sum(1 for d in devices or () if d.startswith("cuda:"))
+    if gpus and (device == "auto" or device.startswith("cuda")):
+        return gpus, "GPUs"
+    if devices is None and device != "cpu":
+        return None
+    return max(1, os.cpu_count() or 1), "CPU cores"
+
+
+def _process_errors(t: TrainingConfig, devices: list[str] | None) -> list[str]:
+    if t.processes < 1:
+        return ["Processes must be at least 1 (1 trains in one process)"]
+    bound = process_limit(t.device, devices)
+    if bound is not None and t.processes > bound[0]:
+        limit, what = bound
+        return [f"Processes ({t.processes}) must be at most this machine's {limit} {what}; lower processes"]
+    return []
 
 
 def _non_finite(obj: Any, prefix: str) -> list[str]:
