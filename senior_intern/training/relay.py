@@ -31,7 +31,7 @@ from typing import Any
 
 from senior_intern.hardware.metrics import GpuMetrics, HardwareMetrics
 from senior_intern.training.control import TrainingControl
-from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged, WorldInfo
+from senior_intern.training.events import Evaluated, LogLevel, LogMessage, ModelOpening, Progress, StateChanged, WorldInfo
 from senior_intern.training.result import TrainingResult
 
 EVENTS_ENV = "SENIOR_INTERN_EVENTS"
@@ -126,7 +126,8 @@ class EventReader:
         self._partial = b""
 
     def read(self) -> list[Any]:
-        """The complete new records (a half-written last line waits for the next call)."""
+        """The complete new records (a half-written last line waits for the next call; a line
+        that is no record comes back as a warning ``LogMessage``)."""
         if self._file is None:
             if not self.path.exists():
                 return []
@@ -136,7 +137,14 @@ class EventReader:
             return []
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
-        return [parse_record(line.decode("utf-8")) for line in lines if line.strip()]
+        out: list[Any] = []
+        for line in lines:
+            if line.strip():
+                try:
+                    out.append(parse_record(line.decode("utf-8", errors="replace")))
+                except ValueError as exc:  # reported, and the run goes on
+                    out.append(LogMessage(LogLevel.WARNING, f"Skipped an unreadable event from the training processes: {exc}"))
+        return out
 
     def close(self) -> None:
         """Close the file."""
