@@ -73,3 +73,12 @@ def test_cancelling_a_two_process_run_ends_it_cancelled_with_a_checkpoint(window
     assert "Cancelled" in page.summary_label.text() and not page.continue_button.isHidden()
     assert not window.runner.running
     qtbot.waitUntil(lambda: not _launcher_children(), timeout=30000)  # the launcher was reaped, no rank left
+    # "Resume this run" starts 2 processes again (the run's job says so) and goes on from the checkpoint.
+    done_before = result.total_steps
+    page.continue_button.click()
+    qtbot.waitUntil(lambda: page.progress_events >= 1, timeout=RUN_TIMEOUT_MS)
+    assert page.last_progress.global_step > done_before
+    assert page.world_label.text() == "Data parallel: 2 processes (gloo): rank 0 cpu, rank 1 cpu"
+    window.actions_["cancel"].trigger()
+    assert _wait_result(qtbot, page).status == TrainingStatus.CANCELLED
+    qtbot.waitUntil(lambda: not _launcher_children(), timeout=30000)

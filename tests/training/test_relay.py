@@ -95,8 +95,8 @@ def test_file_control_follows_the_file_and_local_requests(tmp_path):
     assert relay.read_control(path) is None and control.cancelled  # an unreadable file changes nothing
 
 
-def test_the_relay_imports_without_torch():
-    code = "import sys, senior_intern.training.relay; print('torch' in sys.modules)"
+def test_the_relay_and_the_launched_run_import_without_torch():
+    code = "import sys, senior_intern.training.relay, senior_intern.training.launched; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
