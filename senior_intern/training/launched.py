@@ -17,6 +17,7 @@ Nothing here imports torch: the engine runs in the children.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -175,6 +176,4 @@ def _failure_report(log: str, returncode: int) -> str:
 
 
 def _replace(result: TrainingResult, **changes) -> TrainingResult:
-    import dataclasses
-
     return dataclasses.replace(result, **changes)
