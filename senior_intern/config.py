@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import tomllib
 import types
 import typing
@@ -150,6 +151,7 @@ class TrainingConfig:
     max_nonfinite_steps: int = _f(5, "Fail the run after this many optimizer steps in a row with a NaN/Inf loss or gradient.")
     seed: int = _f(42, "Random seed for LoRA init, dropout, shuffling and the validation split.")
     device: str = _f("auto", "Where to train: auto, cpu, cuda, cuda:N or mps.")
+    processes: int = _f(1, "Data-parallel worker processes on this machine (torch.distributed.run): one per GPU on a GPU machine (at most the number of GPUs), or CPU processes sharing the cores (at most the number of cores). Global batch = batch_size x processes x gradient_accumulation_steps. 1 trains in one process.")
     dtype: str = _f("auto", "Compute dtype of the base model: auto, float32, bfloat16 or float16.")
     base_quantization: str = _f("none", "How a Hugging Face folder's frozen linear weights are held while training: none (as loaded), int8 or int4 (weight-only, quantised at load; less memory, slightly different numbers) or auto (by this machine's memory). A GGUF base always stays in its own blocks.")
     packing: bool = _f(True, "Pack several samples into each full-length row (no attention across samples) instead of padding.")
@@ -277,8 +279,6 @@ def field_help(cls: type, name: str) -> str:
             return f.metadata.get("help", "")
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
-
-# --- validation ---------------------------------------------------------------------------
 
 # --- plain dict <-> dataclass ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,8 @@ def validate_job(job: "TrainingJob", total_steps: int | None = None, devices: li
                 f"Unknown base quantization {t.base_quantization!r}; choose one of {', '.join(BASE_QUANTIZATIONS)}")
     if devices is not None and t.device != "auto" and t.device not in devices:
         f.error("training.device", f"Device {t.device!r} is not available; available: {', '.join(devices)}")
+    for message in _process_errors(t, devices):
+        f.error("training.processes", message)
     if d.window_overlap < 0:
         f.error("data.window_overlap", "Window overlap must not be negative")
     elif d.window_overlap > t.max_seq_length // 2:
@@ -194,6 +197,31 @@ def validate_job(job: "TrainingJob", total_steps: int | None = None, devices: li
         f.warning("training.early_stopping_patience",
                   "Early stopping needs validation data; it is off without a validation split or file")
     return ValidationResult(f.issues)
+
+
+def process_limit(device: str, devices: list[str] | None) -> tuple[int, str] | None:
+    """The most data-parallel processes ``device`` allows here, and what counts them ("GPUs"/"CPU cores").
+
+    On a GPU (``device`` auto or cuda*, and ``devices`` listing ``cuda:N`` names) one process per
+    GPU; otherwise the CPU's cores. None when it is unknown: ``devices`` not given and a device
+    other than the CPU (the launcher then checks the GPUs itself).
+    """
+    gpus = sum(1 for d in devices or () if d.startswith("cuda:"))
+    if gpus and (device == "auto" or device.startswith("cuda")):
+        return gpus, "GPUs"
+    if devices is None and device != "cpu":
+        return None
+    return max(1, os.cpu_count() or 1), "CPU cores"
+
+
+def _process_errors(t: Any, devices: list[str] | None) -> list[str]:
+    if t.processes < 1:
+        return ["Processes must be at least 1 (1 trains in one process)"]
+    bound = process_limit(t.device, devices)
+    if bound is not None and t.processes > bound[0]:
+        limit, what = bound
+        return [f"Processes ({t.processes}) must be at most this machine's {limit} {what}; lower processes"]
+    return []
 
 
 def _non_finite(obj: Any, prefix: str) -> list[tuple[str, float]]:

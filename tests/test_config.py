@@ -249,3 +249,25 @@ def test_a_minimum_learning_rate_above_the_rate_is_refused_whatever_else_is_set(
     errors = valid_job.validate().errors
     assert "Minimum learning rate must not exceed the learning rate" in errors
     assert "LoRA init scale must be positive" in errors
+
+
+def test_processes_are_bounded_by_the_gpus_or_the_cores(valid_job: TrainingJob, monkeypatch) -> None:
+    t = valid_job.training
+    assert t.processes == 1
+    t.processes = 0
+    assert "Processes must be at least 1 (1 trains in one process)" in valid_job.validate().errors
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    t.device, t.processes = "cpu", 4
+    assert valid_job.validate().is_valid
+    t.processes = 5
+    assert "Processes (5) must be at most this machine's 4 CPU cores; lower processes" in valid_job.validate().errors
+    t.device = "auto"  # GPUs unknown: the launcher checks them
+    assert valid_job.validate().is_valid
+    gpus = ["cuda", "cuda:0", "cuda:1", "cpu"]
+    assert "Processes (5) must be at most this machine's 2 GPUs; lower processes" in valid_job.validate(available_devices=gpus).errors
+    t.processes = 2
+    assert valid_job.validate(available_devices=gpus).is_valid
+    t.device, t.processes = "cpu", 3  # CPU processes on a GPU machine: the cores count
+    assert valid_job.validate(available_devices=gpus).is_valid
+    t.device, t.processes = "auto", 5  # auto on a machine without GPUs: the cores count
+    assert "Processes (5) must be at most this machine's 4 CPU cores; lower processes" in valid_job.validate(available_devices=["cpu"]).errors

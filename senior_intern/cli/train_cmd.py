@@ -22,7 +22,8 @@ from senior_intern.layout import JOB_FILE
 
 _SECTIONS = (("lora", LoraConfig), ("training", TrainingConfig), ("data", DataConfig))
 # LoraConfig fields that read better with a prefix on the command line.
-_RENAMES = {("lora", "dropout"): "lora-dropout", ("lora", "bias"): "lora-bias", ("data", "format"): "format"}
+_RENAMES = {("lora", "dropout"): "lora-dropout", ("lora", "bias"): "lora-bias", ("data", "format"): "format",
+            ("training", "processes"): "nproc-per-node"}
 
 
 def _option(section: str, name: str) -> str:
@@ -150,13 +151,23 @@ class _RankReporter:
 
 
 def _run_engine(start, device: str = "auto") -> int:
-    from senior_intern.training import distributed
+    from senior_intern.training import distributed, relay
     from senior_intern.training.control import TrainingControl
     from senior_intern.training.engine import Trainer
 
     ctx = distributed.init_from_env(device)  # a torchrun worker joins its process group
-    control = TrainingControl()
-    reporter = ConsoleReporter() if ctx.is_main else _RankReporter(ctx.rank)
+    # Started by the app: rank 0 reads its control file and appends events to its events file
+    # (training/relay.py); the other ranks follow rank 0 through the collectives.
+    control = (relay.FileControl.from_env() if ctx.is_main else None) or TrainingControl()
+    relayed = relay.EventWriter.from_env() if ctx.is_main else None
+    console = ConsoleReporter() if ctx.is_main else _RankReporter(ctx.rank)
+    reporter = console if relayed is None else _Tee(console, relayed)
+    if ctx.enabled:
+        devices = distributed.DataParallel(ctx).gather(_rank_device_name(ctx, device))
+        if ctx.is_main:
+            from senior_intern.training.events import WorldInfo
+
+            reporter(WorldInfo(ctx.world_size, ctx.backend or "", tuple(devices)))
 
     def on_sigint(signum, frame):  # first Ctrl-C: cancel cleanly; second: abort
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -171,6 +182,8 @@ def _run_engine(start, device: str = "auto") -> int:
     previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = start(Trainer(), control, reporter)
+        if relayed is not None:
+            relayed(result)  # the app's worker ends the run with this result
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
@@ -182,6 +195,33 @@ def _run_engine(start, device: str = "auto") -> int:
     if ctx.enabled:  # a clean cancel is no worker failure for the launcher
         return 0 if result.success or cancelled else 1
     return 0 if result.success else (130 if cancelled else 1)
+
+
+def _rank_device_name(ctx, device: str) -> str:
+    """This rank's device as the run will use it (the setting itself when it cannot be resolved here)."""
+    from senior_intern.hardware.detect import resolve_device
+    from senior_intern.training import distributed
+
+    try:
+        return str(distributed.rank_device(ctx, resolve_device(device)))
+    except ValueError:
+        return device
+
+
+class _Tee:
+    """Hands each event to the console reporter and to the relay's events file."""
+
+    def __init__(self, *sinks) -> None:
+        self.sinks = sinks
+
+    def __call__(self, event: Any) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    def close(self) -> None:
+        """Close every sink."""
+        for sink in self.sinks:
+            sink.close()
 
 
 def summarise(result, nproc: int = 1) -> str:
@@ -212,8 +252,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if not result.is_valid:
         raise ValueError("the job is not valid:\n  " + "\n  ".join(result.errors))
-    if _launches(args.nproc_per_node):
-        return _launch_train(job, args.nproc_per_node)
+    if _launches(job.training.processes):
+        return _launch_train(job, job.training.processes)
     return _run_engine(lambda trainer, control, cb: trainer.run(job, control, cb), job.training.device)
 
 
@@ -222,11 +262,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from senior_intern.training import checkpoint as ckpt
 
     found = ckpt.find_resumable(args.checkpoint)
-    device = TrainingJob.load(found / JOB_FILE).training.device
-    if _launches(args.nproc_per_node):
+    saved = TrainingJob.load(found / JOB_FILE).training
+    nproc = saved.processes if args.nproc_per_node is None else args.nproc_per_node
+    if _launches(nproc):
         from senior_intern.training import distributed
 
-        return distributed.launch(["resume", str(found)], args.nproc_per_node, device, found.parent.parent)
+        return distributed.launch(["resume", str(found)], nproc, saved.device, found.parent.parent)
+    device = saved.device
     return _run_engine(lambda trainer, control, cb: trainer.resume(args.checkpoint, control, cb), device)
 
 
@@ -257,9 +299,9 @@ def _launch_train(job: TrainingJob, nproc: int) -> int:
 
 
 def _add_nproc(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+    parser.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                         help="data-parallel worker processes on this machine (one per GPU, or CPU processes "
-                             "sharing the cores) started through torch.distributed.run; default 1")
+                             "sharing the cores) started through torch.distributed.run; default: as the run was")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -289,7 +331,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="job name")
     p.add_argument("--description", help="adapter description")
     p.add_argument("--save-config", type=Path, help="also write the job as TOML here")
-    _add_nproc(p)
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
     r = sub.add_parser("resume", help="resume a run from a checkpoint or run folder")

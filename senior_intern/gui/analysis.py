@@ -92,11 +92,20 @@ def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
         train, validation = loaded.samples, load_dataset(job.validation_path, tokenizer, job.data, t.max_seq_length).samples
     else:
         train, validation = split(loaded.samples, job.validation_split, t.seed)
-    train_stats = dataset_stats(dataclasses.replace(loaded, samples=train), max(1, t.batch_size), t.max_seq_length, t.packing, t.seed)
+    # An optimizer step takes batch_size rows on each of the processes (the global batch).
+    global_batch = max(1, t.batch_size) * max(1, t.processes)
+    train_stats = dataset_stats(dataclasses.replace(loaded, samples=train), global_batch, t.max_seq_length, t.packing, t.seed)
     plan = plan_run(job, tokenizer, train, train_stats.batches_per_epoch)
     previews = [(s.source, preview(s, tokenizer)) for s in loaded.samples[:PREVIEW_SAMPLES]]
     return DatasetAnalysis(stats, previews, len(train), len(validation), plan.steps_per_epoch, plan.total_steps,
                            loaded.summary_lines())
+
+
+def device_names() -> list[str]:
+    """The devices torch sees here (``hardware.detect.available_device_names``), for validation."""
+    from senior_intern.hardware.detect import available_device_names
+
+    return available_device_names()
 
 
 def estimate_job(job: TrainingJob) -> Any:

@@ -25,7 +25,7 @@ from senior_intern.gui.tasks import TaskRunner
 from senior_intern.gui.widgets import ERROR_STYLE, WARNING_STYLE
 from senior_intern.hardware.metrics import format_bytes
 
-COUNT_ROWS = ("Optimizer steps", "Effective batch", "Warm-up", "Tokens per epoch")
+COUNT_ROWS = ("Optimizer steps", "Global batch", "Warm-up", "Tokens per epoch")
 ESTIMATE_ROWS = ("Trainable parameters", "Peak memory", "Duration", "Disk")
 WAITING = "– (waiting for the dataset)"
 
@@ -104,8 +104,10 @@ class EstimatePanel(QWidget):
     def set_counts(self, job: TrainingJob, result: DatasetAnalysis | None) -> None:
         """Show the step counts for ``job`` on the analysed dataset (dashes until it is analysed)."""
         t = job.training
-        self.values["Effective batch"].setText(f"{t.batch_size * t.gradient_accumulation_steps} sequences "
-                                               f"({t.batch_size} x {t.gradient_accumulation_steps})")
+        procs = max(1, t.processes)
+        self.values["Global batch"].setText(f"{t.batch_size * procs * t.gradient_accumulation_steps} sequences "
+                                            f"({t.batch_size} per process x {procs} process{'es' if procs > 1 else ''} "
+                                            f"x {t.gradient_accumulation_steps} accumulation)")
         if result is None:
             for key in ("Optimizer steps", "Warm-up", "Tokens per epoch"):
                 self.values[key].setText(WAITING)

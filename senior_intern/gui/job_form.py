@@ -15,7 +15,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from senior_intern.config import DataConfig, LoraConfig, TrainingConfig, TrainingJob, field_help
-from senior_intern.gui.editors import Editor, ListEditor, PathEditor, make_editor
+from senior_intern.gui.editors import Editor, IntEditor, ListEditor, PathEditor, make_editor
 
 _CLASSES = {"": TrainingJob, "lora": LoraConfig, "training": TrainingConfig, "data": DataConfig}
 
@@ -23,6 +23,7 @@ _CLASSES = {"": TrainingJob, "lora": LoraConfig, "training": TrainingConfig, "da
 GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Basics", [
         ("name", "Job name"), ("training.epochs", "Epochs"), ("training.batch_size", "Batch size"),
+        ("training.processes", "Processes / GPUs"),
         ("training.learning_rate", "Learning rate"), ("lora.rank", "LoRA rank"), ("lora.alpha", "LoRA alpha"),
         ("training.max_seq_length", "Max sequence length"), ("description", "Description"),
     ]),
@@ -136,6 +137,10 @@ class JobForm(QWidget):
                               placeholder="default" if key == "adapters_dir" else "")
         if key == "lora.target_modules":
             return ListEditor("q_proj, v_proj … or all-linear")
+        if key == "training.processes":
+            editor = IntEditor()
+            editor.box.setMinimum(1)  # the most is the machine's: validation names it
+            return editor
         return make_editor(hint, _CHOICES.get(key))
 
     def _browse(self, current: str, folder: bool) -> str | None:

@@ -76,6 +76,10 @@ class RunPage(QWidget):
         font.setBold(True)
         self.title.setFont(font)
         self.state_label = QLabel(TrainingState.IDLE.value)
+        self.world_label = QLabel()  # a data-parallel run's processes and each rank's device
+        self.world_label.setObjectName("worldLabel")
+        self.world_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.world_label.hide()
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setFormat("%p%")
@@ -136,6 +140,7 @@ class RunPage(QWidget):
         splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
+        layout.addWidget(self.world_label)
         layout.addWidget(self.progress_bar)
         layout.addLayout(grid)
         layout.addLayout(buttons)
@@ -153,6 +158,7 @@ class RunPage(QWidget):
         runner.evaluated.connect(self._on_evaluated)
         runner.log.connect(self._on_log)
         runner.opening.connect(lambda event: self.state_label.setText(event.text))  # a named task with its progress
+        runner.world.connect(lambda event: (self.world_label.setText(f"Data parallel: {event.text}"), self.world_label.show()))
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
         runner.running_changed.connect(self.resume_button.setDisabled)
@@ -190,6 +196,7 @@ class RunPage(QWidget):
         self.progress_events = 0
         self._started_at = self._progress_at = time.monotonic()
         self.progress_bar.setValue(0)
+        self.world_label.hide()
         for value in self.stats.values():
             value.setText("–")
         self.summary.hide()

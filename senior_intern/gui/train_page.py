@@ -46,7 +46,8 @@ ANALYSIS_DELAY_MS = 400
 def _analysis_key(job: TrainingJob) -> tuple:
     t = job.training
     return (job.base_model_path, job.dataset_path, job.validation_path, job.validation_split, repr(dataclasses.asdict(job.data)),
-            t.max_seq_length, t.batch_size, t.gradient_accumulation_steps, t.packing, t.seed, t.epochs, t.max_steps)
+            t.max_seq_length, t.batch_size, t.gradient_accumulation_steps, t.packing, t.seed, t.epochs, t.max_steps,
+            t.processes)
 
 
 class TrainPage(QWidget):
@@ -66,6 +67,7 @@ class TrainPage(QWidget):
         self._running = False
         self._valid = False
         self._problems: list[str] = []
+        self._devices: list[str] | None = None  # what torch sees here, once known: bounds the processes
 
         self.model_picker = PathPicker("Base model", MODEL_FILTER, True, "Drop a .gguf file or a model folder here")
         self.model_picker.start_folder = lambda: self.settings.start_folder("model")
@@ -150,6 +152,7 @@ class TrainPage(QWidget):
         self.start_button.clicked.connect(self.start)
         self.save_button.clicked.connect(self.save_job_dialog)
         self.load_button.clicked.connect(self.load_job_dialog)
+        self.tasks.submit(analysis.device_names, on_done=self._set_devices, name="device check")
 
     # --- the job ----------------------------------------------------------------------------------
     def set_job(self, job: TrainingJob) -> None:
@@ -230,9 +233,13 @@ class TrainPage(QWidget):
                 self.dataset_panel.clear()
         self._validate(job, parse_problems)
 
+    def _set_devices(self, names: list[str]) -> None:
+        self._devices = list(names)
+        self._validate(*self.current_job())
+
     def _validate(self, job: TrainingJob, parse_problems: dict[str, str]) -> None:
         total = self._analysis.total_steps if self._analysis else None
-        result = job.validate(total_steps=total)
+        result = job.validate(total_steps=total, available_devices=self._devices)
         errors: dict[str, list[str]] = {k: [v] for k, v in parse_problems.items()}
         warnings: dict[str, list[str]] = {}
         general_errors, general_warnings = [], []

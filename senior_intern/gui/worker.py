@@ -5,6 +5,11 @@ GUI never waits for torch at start-up), runs ``Trainer.run`` / ``Trainer.resume`
 engine event into a signal. ``TrainingRunner`` lives in the GUI thread: it owns the thread and the
 ``TrainingControl``, receives the worker's signals through queued connections and re-emits them,
 so whatever connects to the runner runs in the GUI thread and may touch widgets.
+
+A job with ``training.processes`` > 1 (or the resume of one) runs data-parallel in child
+processes: the worker drives a ``training.launched.LaunchedRun`` (torch's elastic launcher
+through ``senior-intern train``), which hands rank 0's events to the same signals and this
+run's pause/resume/cancel to every rank (``training/relay.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from senior_intern.config import TrainingJob
 from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.training.control import TrainingControl
-from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged
+from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged, WorldInfo
 
 _frozen = False
 
@@ -49,6 +54,7 @@ class TrainingWorker(QObject):
     evaluated = Signal(object)  # Evaluated
     log = Signal(object)  # LogMessage
     opening = Signal(object)  # ModelOpening
+    world = Signal(object)  # WorldInfo (data-parallel runs)
     finished = Signal(object)  # TrainingResult
     failed = Signal(object)  # Exception raised outside the engine's own handling
 
@@ -63,20 +69,36 @@ class TrainingWorker(QObject):
         """Train to the end; emits ``finished(result)`` or ``failed(exception)``."""
         prepare_background_thread()
         try:
-            from senior_intern.training.engine import Trainer
-
-            freeze_imported_objects()
-            trainer = Trainer()
-            if self.job is not None:
-                result = trainer.run(self.job, self.control, self._on_event)
+            launched = self._launched_run()
+            if launched is not None:
+                result = launched.run()
             else:
-                result = trainer.resume(self.resume_from, self.control, self._on_event)
+                from senior_intern.training.engine import Trainer
+
+                freeze_imported_objects()
+                trainer = Trainer()
+                if self.job is not None:
+                    result = trainer.run(self.job, self.control, self._on_event)
+                else:
+                    result = trainer.resume(self.resume_from, self.control, self._on_event)
         except Exception as exc:  # engine import errors, a damaged checkpoint to resume from...
             self.failed.emit(exc)
         else:
             self.finished.emit(result)
         finally:
             QThread.currentThread().quit()  # the thread ends with the run, even if nobody waits on it
+
+    def _launched_run(self):
+        """A ``LaunchedRun`` when the job (or the run to resume) has more than one process, else None."""
+        from senior_intern.training.launched import LaunchedRun
+
+        if self.job is not None:
+            return LaunchedRun.train(self.job, self.control, self._on_event) if self.job.training.processes > 1 else None
+        from senior_intern.training import checkpoint as ckpt
+
+        found = ckpt.find_resumable(self.resume_from)
+        job = TrainingJob.load(found / "job.toml")
+        return LaunchedRun.resume(found, job, self.control, self._on_event) if job.training.processes > 1 else None
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, Progress):
@@ -89,6 +111,8 @@ class TrainingWorker(QObject):
             self.log.emit(event)
         elif isinstance(event, ModelOpening):
             self.opening.emit(event)
+        elif isinstance(event, WorldInfo):
+            self.world.emit(event)
 
 
 class TrainingRunner(QObject):
@@ -100,6 +124,7 @@ class TrainingRunner(QObject):
     evaluated = Signal(object)
     log = Signal(object)
     opening = Signal(object)  # ModelOpening
+    world = Signal(object)  # WorldInfo
     finished = Signal(object)  # TrainingResult
     failed = Signal(object)  # Exception
     running_changed = Signal(bool)
@@ -137,6 +162,7 @@ class TrainingRunner(QObject):
         worker.evaluated.connect(self.evaluated, queued)
         worker.log.connect(self.log, queued)
         worker.opening.connect(self.opening, queued)
+        worker.world.connect(self.world, queued)
         worker.finished.connect(self._on_finished, queued)
         worker.failed.connect(self._on_failed, queued)
         thread.started.connect(worker.run)

@@ -172,5 +172,20 @@ class ModelOpening:
         return f"Opening base model: {self.done}/{self.total} tensors ({self.percent:.0f}%)"
 
 
-Event = Union[StateChanged, Progress, Evaluated, LogMessage, ModelOpening]
+@dataclass(frozen=True)
+class WorldInfo:
+    """The processes of a data-parallel run, sent once by rank 0 before the run starts."""
+
+    world_size: int
+    backend: str  # "gloo" | "nccl"
+    devices: tuple[str, ...]  # the device of rank r at index r
+
+    @property
+    def text(self) -> str:
+        """``"2 processes (gloo): rank 0 cpu, rank 1 cpu"``."""
+        ranks = ", ".join(f"rank {r} {d}" for r, d in enumerate(self.devices))
+        return f"{self.world_size} processes ({self.backend}): {ranks}"
+
+
+Event = Union[StateChanged, Progress, Evaluated, LogMessage, ModelOpening, WorldInfo]
 EventCallback = Callable[[Event], None]
