@@ -93,7 +93,7 @@ def test_every_validation_message_has_a_field():
     t.adam_beta1, t.adam_epsilon, t.momentum, t.nesterov, t.polynomial_power = 2, 0, -1, True, 0
     t.max_seq_length, t.max_steps, t.eval_every, t.early_stopping_patience = 4, 0, -1, -1
     t.early_stopping_min_delta, t.max_grad_norm, t.max_nonfinite_steps, t.loss_chunk_size, t.dtype = -1, -1, 0, 0, "int4"
-    t.device = "tpu"
+    t.device, t.processes = "tpu", 0
     lo.rank, lo.alpha, lo.dropout, lo.target_modules, lo.init_scale = 0, 0, 1, [], 0
     bad.data.window_overlap, bad.data.max_file_bytes = -1, 0
     result = bad.validate(available_devices=["cpu"])
