@@ -46,6 +46,7 @@ from senior_intern.training.metrics import TrainingMetricsTracker
 from senior_intern.training.optim import build_optimizer, build_scheduler
 from senior_intern.training.plan import pad_token_id, plan_run
 from senior_intern.training.precision import LossScaler, configure_matmul_precision, describe_matmul_precision
+from senior_intern.training.prepare import prepare_for_training
 from senior_intern.training.runlock import RunLock
 from senior_intern.training.step import optimizer_step
 
@@ -180,14 +181,11 @@ class Session:
         for warning in self.lora.warnings:
             self.log(warning, LogLevel.WARNING)
         self.log(f"LoRA on {len(self.lora.lora_layers())} layers: {self.lora.parameter_summary()}")
-        if cfg.gradient_checkpointing:
-            kwargs = {"use_reentrant": False}
-            if hasattr(loaded.model, "activation_checkpointing_enable"):
-                loaded.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            elif hasattr(loaded.model, "gradient_checkpointing_enable"):
-                loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-            else:
-                raise ValueError(f"{job.base_model_path}: this model does not support gradient checkpointing; turn it off")
+        try:  # the model's only changes besides LoRA: checkpointing, fused MLPs, segment attention
+            prep = prepare_for_training(loaded.model, cfg)
+        except ValueError as exc:
+            raise ValueError(f"{job.base_model_path}: {exc}") from exc
+        self.log(prep.describe(self.device, self.dtype))
         self.forward = CausalLMForward(loaded.model, cfg.loss_chunk_size)
         if self.dp.enabled:  # distributed: per-rank dropout streams, the world in the log
             torch.manual_seed(cfg.seed + self.dp.rank)
