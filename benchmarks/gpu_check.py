@@ -213,14 +213,14 @@ def free(device) -> None:
 def parity(report: Report, device: str, dtypes: list) -> dict:
     import torch
 
-    from senior_intern.config import LoraConfig
+    from senior_intern.config import LoraConfig, TrainingConfig
     from senior_intern.data import BatchLoader, Sample
     from senior_intern.lora import LoraModel
-    from senior_intern.lora.fused_mlp import unfuse_mlps
     from senior_intern.lora.layer import LoraLayer
     from senior_intern.training import attention
     from senior_intern.training.forward import CausalLMForward, training_inputs
     from senior_intern.training.loss import causal_lm_loss, chunked_causal_lm_loss
+    from senior_intern.training.prepare import prepare_for_training
 
     tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
     out: dict[str, Any] = {}
@@ -260,9 +260,8 @@ def parity(report: Report, device: str, dtypes: list) -> dict:
                 for p in lora.lora_parameters():
                     p.normal_(0.0, 0.02, generator=torch.Generator(device=p.device).manual_seed(p.numel()))
             lora.train()
-            fwd = CausalLMForward(model, chunk_size=256, fuse_mlp=fuse, segment_attention=segments)
-            if not fuse:
-                unfuse_mlps(model)
+            prepare_for_training(model, TrainingConfig(), fuse_mlp=fuse, segment_attention=segments)
+            fwd = CausalLMForward(model, chunk_size=256)
             calls = {"n": 0}  # attention kernel calls in the forward pass
             real_sdpa, real_varlen = torch.nn.functional.scaled_dot_product_attention, attention.varlen_attn
 
@@ -464,9 +463,10 @@ def throughput(report: Report, device: str, kinds: list[str], dtype_name: str, b
     import peft
     import torch
 
-    from senior_intern.config import LoraConfig
+    from senior_intern.config import LoraConfig, TrainingConfig
     from senior_intern.lora import LoraModel
     from senior_intern.training.forward import CausalLMForward, training_inputs
+    from senior_intern.training.prepare import prepare_for_training
 
     dtype = getattr(torch, dtype_name)
     cuda = device.startswith("cuda")
@@ -484,6 +484,7 @@ def throughput(report: Report, device: str, kinds: list[str], dtype_name: str, b
             lora = LoraModel(model, LoraConfig(rank=16, alpha=32.0, dropout=0.05, target_modules=targets),
                              dtype=torch.float32 if dtype != torch.float32 else None)
             lora.train()
+            prepare_for_training(model, TrainingConfig())  # fused MLPs and segment attention, as a run
             fwd = CausalLMForward(model, chunk_size=1024)
             opt = torch.optim.AdamW(lora.lora_parameters(), lr=1e-4, fused=cuda)
             normaliser = max(b.n_trained_tokens, 1)

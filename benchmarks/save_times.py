@@ -39,7 +39,7 @@ def measure(repeats: int, history: int) -> dict:
         job = TrainingJob(name="save-times", base_model_path=str(common.demo_model_path()), dataset_path=str(data),
                           output_dir=str(root / "runs"), adapters_dir=str(root / "adapters"), validation_split=0.0,
                           lora=LoraConfig(), training=TrainingConfig(device="cpu", dtype="float32", max_checkpoints=repeats + 1))
-        session = Session(job, lambda _e: None, lambda *_: None, None, None)
+        session = Session(job, lambda _e: None)
         session.prepare()
         for p in session.params:  # AdamW state as after real steps (exp_avg, exp_avg_sq per tensor)
             p.grad = torch.zeros_like(p)

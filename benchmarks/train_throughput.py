@@ -73,7 +73,7 @@ class _Ours:
 
         self._tmp = tempfile.TemporaryDirectory()
         job = _job(Path(args.data), Path(self._tmp.name), args.packing, None)
-        self.session = Session(job, lambda _e: None, lambda *_: None, None, None)
+        self.session = Session(job, lambda _e: None)
         self.session.prepare()
         self.session.lora.load_lora_state_dict(_initial_weights(self.session.lora.lora_state_dict(), Path(args.init)))
         self.session.lora.train()

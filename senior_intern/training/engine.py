@@ -5,6 +5,11 @@
 States follow the spec (Idle, Preparing, Training, Paused, Evaluating, Saving, Completed,
 Failed, Cancelled); every transition is a ``StateChanged`` event. The same engine runs from the
 GUI worker thread, the CLI and the tests. One run at a time per ``Trainer``.
+
+The lifecycle of one run: validate the job and its data, lock a resumed run's folder, then
+``Session.prepare`` → ``Session.train`` → ``Session.finish`` (or ``Session.stop`` when it was
+cancelled or failed) → ``Session.close``. The session does the work; the Trainer maps the
+outcome (or the exception) to a status and a ``TrainingResult``.
 """
 
 from __future__ import annotations
@@ -19,18 +24,17 @@ from typing import Any
 
 import torch
 
-from senior_intern.adapters.store import save_adapter
 from senior_intern.config import TrainingJob
 from senior_intern.data import check_training_data
 from senior_intern.hardware.detect import empty_device_caches
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed
 from senior_intern.training.control import TrainingControl
-from senior_intern.training.events import EventCallback, LogLevel, LogMessage, StateChanged, TrainingState, TrainingStatus
-from senior_intern.training.metrics import divergence
+from senior_intern.training.events import EventCallback, LogLevel, LogMessage, TrainingState, TrainingStatus
+from senior_intern.training.lifecycle import Finished, RunState, RunStopped, RunSummary
 from senior_intern.training.result import TrainingResult
-from senior_intern.training.runlock import RunLock, mark_finished, refuse_if_finished
-from senior_intern.training.session import RunStopped, Session
+from senior_intern.training.runlock import RunLock, refuse_if_finished
+from senior_intern.training.session import Session
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "defaultcpuallocator")
 
@@ -49,23 +53,18 @@ class Trainer:
         """``monitor``: something with ``sample() -> HardwareMetrics`` (default: a HardwareMonitor)."""
         self._monitor = monitor
         self._lock = threading.Lock()
-        self._state = TrainingState.IDLE
         self._on_event: EventCallback | None = None
+        self._states = RunState(self._emit)  # the one copy of the state, shared with the run's Session
         self.current_job: TrainingJob | None = None
 
     @property
     def state(self) -> TrainingState:
         """The current state."""
-        return self._state
+        return self._states.current
 
     def _emit(self, event: Any) -> None:
         if self._on_event is not None:
             self._on_event(event)
-
-    def _set_state(self, new: TrainingState, message: str = "") -> None:
-        previous, self._state = self._state, new
-        if previous != new:
-            self._emit(StateChanged(previous, new, message))
 
     def run(self, job: TrainingJob, control: TrainingControl | None = None, on_event: EventCallback | None = None) -> TrainingResult:
         """Train ``job`` to the end (or until cancelled / failed / early-stopped)."""
@@ -90,7 +89,7 @@ class Trainer:
         session: Session | None = None
         lock: RunLock | None = None
         try:
-            self._set_state(TrainingState.PREPARING, "Preparing: loading model and dataset")
+            self._states.set(TrainingState.PREPARING, "Preparing: loading model and dataset")
             validation = job.validate()
             if not validation.is_valid:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))
@@ -98,12 +97,13 @@ class Trainer:
             if checkpoint is not None and distributed.context().is_main:  # a new run's folder is locked as it is made
                 lock = RunLock.acquire(checkpoint.path.parent.parent)
                 refuse_if_finished(lock.run_dir)  # another process may have finished it meanwhile
-            session = Session(job, self._emit, self._set_state, control, self._get_monitor())
-            session.run_lock = lock
+            session = Session(job, self._emit, control, self._get_monitor(), states=self._states, run_lock=lock)
+            lock = None  # the session holds it now
             session.prepare(resume_from=checkpoint)
-            session.set_state(TrainingState.TRAINING, "Training")
-            early_stopped = session.train()
-            return self._finish(session, early_stopped, started, t0)
+            finished = session.finish(session.train())
+            self._states.set(TrainingState.COMPLETED, "Training completed" if finished.status is TrainingStatus.COMPLETED
+                             else "Stopped early: validation loss stopped improving")
+            return self._result(job, finished.status, session.summary(), started, t0, finished=finished)
         except RunStopped as stop:
             return self._stopped(session, job, stop, started, t0)
         except Exception as exc:  # every failure becomes a Failed result with a readable message
@@ -111,10 +111,10 @@ class Trainer:
             return self._stopped(session, job, stop, started, t0, detail=traceback.format_exc())
         finally:
             self._on_event, self.current_job = None, None
-            self._state = TrainingState.IDLE
-            if session is not None and session.run_lock is not None:
-                session.run_lock.release()
-            elif lock is not None:
+            self._states.reset()
+            if session is not None:
+                session.close()
+            if lock is not None:
                 lock.release()
             del session
             gc.collect()
@@ -141,118 +141,50 @@ class Trainer:
             return str(exc)
         return f"{type(exc).__name__}: {exc}"
 
-    def _finish(self, s: Session, early_stopped: bool, started: float, t0: float) -> TrainingResult:
-        status = TrainingStatus.EARLY_STOPPED if early_stopped else TrainingStatus.COMPLETED
-        if not all(torch.isfinite(p).all() for p in s.params):
-            raise RunStopped("failed", "The adapter weights are not finite (the run diverged); no adapter was saved. "
-                             "Lower the learning rate (or LoRA alpha) and train again")
-        # The last steps since the last periodic save are kept before anything else can fail:
-        # a failed adapter save (full disk) then loses nothing and resume retries it.
-        final_checkpoint = s.save_checkpoint(ckpt.step_name(s.pos.global_step)) if s._saved_at != s.pos.global_step else None
-        diverged = divergence(s.tracker.history)
-        if diverged is not None:
-            raise RunStopped("failed", f"The run diverged: {diverged}; no adapter was saved. Lower the learning rate and train again")
-        if early_stopped and s.checkpoints.best() is not None:
-            s.lora.load_lora_state_dict(ckpt.load(s.checkpoints.best()).lora_state)
-            s.log("Final adapter taken from the best checkpoint")
-        final_val = None
-        if s.val_loader is not None:
-            best = s.pos.best_validation_loss
-            if early_stopped and best is not None:
-                final_val = best
-            elif s.pos.evaluated_at == s.pos.global_step and s.last_validation is not None:
-                final_val = s.last_validation[0]
-            else:
-                self._set_state(TrainingState.EVALUATING, "Final evaluation")
-                final_val = s.evaluate()[0]
-        self._set_state(TrainingState.SAVING, "Saving the adapter")
-        record = None
-        if s.dp.enabled:  # data parallel: the same adapter on every rank, or the run fails
-            s.log(f"Adapter identical on all {s.dp.world_size} ranks (sha256 {s.dp.check_identical(s.lora.lora_state_dict())[:16]})")
-        if s.dp.is_main:  # rank 0 alone writes the adapter
-            record = self._save_adapter(s, final_val, final_checkpoint, status)
-        s.dp.barrier()
-        self._set_state(TrainingState.COMPLETED, "Training completed" if not early_stopped else "Stopped early: validation loss stopped improving")
-        return self._result(s, s.job, status, started, t0, adapter=record, final_validation_loss=final_val)
-
-    @staticmethod
-    def _save_adapter(s: Session, final_val, final_checkpoint, status: TrainingStatus):
-        """Write the adapter into the library and mark the run finished; a failure says how to retry."""
-        try:
-            record = save_adapter(
-                s.default_adapters_dir(),
-                lora=s.lora,
-                job=s.job,
-                model_info=s.model_info,
-                history=s.tracker.history,
-                final_validation_loss=final_val,
-                run_dir=s.run_dir,
-            )
-        except OSError as exc:
-            kept = final_checkpoint or s.checkpoints.latest()
-            raise RunStopped(
-                "failed",
-                f"Could not save the adapter to {s.default_adapters_dir()}: {exc}. All training is kept in the "
-                f"checkpoint {kept}; free space (or fix the library folder) and retry the save with: "
-                f"senior-intern resume {s.run_dir}",
-            ) from exc
-        mark_finished(s.run_dir, record.id, str(record.path), status.value)
-        s.log(f"Adapter saved: {record.path}")
-        return record
-
     def _stopped(self, s: Session | None, job: TrainingJob, stop: RunStopped, started: float, t0: float, detail: str | None = None) -> TrainingResult:
-        resume_from = None
-        if s is not None and getattr(s, "checkpoints", None) is not None:
-            if stop.kind == "cancelled" and s.pos.global_step > 0:
-                try:
-                    resume_from = str(s.save_checkpoint(ckpt.step_name(s.pos.global_step), at_group_start=True))
-                except Exception as exc:  # saving on cancel is best effort; the last good one remains
-                    self._emit(LogMessage(LogLevel.ERROR, f"Could not save a checkpoint on cancel: {exc}"))
-            if resume_from is None:
-                latest = s.checkpoints.latest()
-                resume_from = str(latest) if latest else None
+        resume_from = s.stop(stop) if s is not None else None
         if stop.kind == "cancelled":
             suffix = f"; resume from {resume_from}" if resume_from else ""
             self._emit(LogMessage(LogLevel.INFO, f"Training cancelled{suffix}"))
-            self._set_state(TrainingState.CANCELLED, "Training was cancelled" + suffix)
+            self._states.set(TrainingState.CANCELLED, "Training was cancelled" + suffix)
             status = TrainingStatus.CANCELLED
         else:
             self._emit(LogMessage(LogLevel.ERROR, str(stop)))
-            self._set_state(TrainingState.FAILED, str(stop))
+            self._states.set(TrainingState.FAILED, str(stop))
             status = TrainingStatus.FAILED
-        return self._result(s, job, status, started, t0, error=None if stop.kind == "cancelled" else str(stop),
+        summary = s.summary() if s is not None else RunSummary()
+        return self._result(job, status, summary, started, t0, error=None if stop.kind == "cancelled" else str(stop),
                             detail=detail, resume_from=resume_from)
 
     @staticmethod
-    def _result(s, job, status, started, t0, adapter=None, final_validation_loss=None, error=None, detail=None, resume_from=None) -> TrainingResult:
-        history = s.tracker.history if s is not None else []
-        pos = s.pos if s is not None else None
-        checkpoints = s.checkpoints.list() if s is not None and s.checkpoints is not None else []
-        best = s.tracker.best_metrics() if s is not None else None
+    def _result(job: TrainingJob, status: TrainingStatus, summary: RunSummary, started: float, t0: float,
+                finished: Finished | None = None, error=None, detail=None, resume_from=None) -> TrainingResult:
+        final_validation_loss = finished.final_validation_loss if finished is not None else None
         if final_validation_loss is not None and math.isnan(final_validation_loss):
             final_validation_loss = None
+        history = summary.history
         return TrainingResult(
             job_id=job.id,
             status=status,
-            adapter_path=str(adapter.path) if adapter else None,
-            adapter_id=adapter.id if adapter else None,
+            adapter_path=str(finished.adapter_path) if finished is not None and finished.adapter_path else None,
+            adapter_id=finished.adapter_id if finished is not None else None,
             final_metrics=history[-1] if history else None,
-            best_metrics=best,
+            best_metrics=summary.best_metrics,
             final_validation_loss=final_validation_loss,
             duration=time.perf_counter() - t0,
-            total_steps=pos.global_step if pos else 0,
+            total_steps=summary.global_step,
             total_epochs=job.training.epochs,
-            samples_processed=pos.samples if pos else 0,
-            tokens_processed=pos.tokens if pos else 0,
-            skipped_steps=pos.skipped_steps if pos else 0,
+            samples_processed=summary.samples,
+            tokens_processed=summary.tokens,
+            skipped_steps=summary.skipped_steps,
             error_message=error,
             error_detail=detail,
             resume_checkpoint=resume_from,
-            checkpoints=checkpoints,
+            checkpoints=summary.checkpoints,
             metrics_history=history,
             training_config=job.training,
             lora_config=job.lora,
             started_at=started,
             ended_at=time.time(),
-            run_dir=str(s.run_dir) if s is not None and s.run_dir is not None else None,
+            run_dir=str(summary.run_dir) if summary.run_dir is not None else None,
         )

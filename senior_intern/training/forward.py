@@ -4,11 +4,12 @@ For Hugging Face causal LMs the decoder gives hidden states [B, T, H]; the loss 
 the trained positions through the LM head, in chunks (``chunked_causal_lm_loss``). Models
 without a separable decoder/head fall back to the plain logits path.
 
-``CausalLMForward`` also routes the model's gated MLPs through one autograd function
-(``lora.fused_mlp``: same mathematics, less activation memory), and ``training_inputs`` gives
-the model the cheapest attention mask that means the same thing: none at all (pure causal
-attention, the fast kernel path) for packed rows that each hold one sample without padding,
-and packed attention (``attention``: one varlen call per layer on CUDA) for rows that hold several.
+``CausalLMForward`` changes nothing on the model: the fused MLPs (``lora.fused_mlp``) and
+segment attention are switched on once before, by ``prepare.prepare_for_training``, whose
+docstring gives each layer's forward path. ``training_inputs`` gives the model the cheapest
+attention mask that means the same thing: none at all (pure causal attention, the fast kernel
+path) for packed rows that each hold one sample without padding, and packed attention
+(``attention``: one varlen call per layer on CUDA) for rows that hold several.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from torch import nn
 
 from senior_intern.data import Batch, model_inputs
 from senior_intern.data.loader import to_device
-from senior_intern.lora.fused_mlp import fuse_mlps
-from senior_intern.training.attention import enable_segment_attention, placeholder_mask, segments_of
+from senior_intern.training.attention import SEGMENT_ATTENTION, placeholder_mask, segments_of
 from senior_intern.training.loss import ChunkedLossOutput, causal_lm_loss, chunked_causal_lm_loss
 
 
@@ -65,18 +65,12 @@ class _SoftCappedHead(nn.Module):
 class CausalLMForward:
     """Runs a (LoRA-wrapped) Hugging Face causal LM and returns a ``ChunkedLossOutput`` for a batch.
 
-    ``fuse_mlp``: route gated SiLU MLPs through ``lora.fused_mlp.SwiGluFunction`` (exact; less
-    memory); ``fused_mlps`` lists the modules that were. ``segment_attention``: switch an
-    ``sdpa`` model to per-sample attention for packed rows (``attention``); ``segments`` says
-    whether it was, and is what ``training_inputs`` needs to know.
+    Reads the model, never changes it (``prepare.prepare_for_training`` does, once, before).
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int = 1024, fuse_mlp: bool = True,
-                 segment_attention: bool = True) -> None:
+    def __init__(self, model: nn.Module, chunk_size: int = 1024) -> None:
         self.model = model
         self.chunk_size = chunk_size
-        self.fused_mlps = fuse_mlps(model) if fuse_mlp else []
-        self.segments = enable_segment_attention(model) if segment_attention else False
         get_decoder = getattr(model, "get_decoder", None)
         get_head = getattr(model, "get_output_embeddings", None)
         self.decoder = get_decoder() if callable(get_decoder) else None
@@ -84,6 +78,11 @@ class CausalLMForward:
         cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
         if self.head is not None and cap:
             self.head = _SoftCappedHead(self.head, float(cap))
+
+    @property
+    def segments(self) -> bool:
+        """True when the model runs segment attention (``attention.SEGMENT_ATTENTION``): what ``training_inputs`` needs to know."""
+        return getattr(getattr(self.model, "config", None), "_attn_implementation", None) == SEGMENT_ATTENTION
 
     @property
     def fast_path(self) -> bool:

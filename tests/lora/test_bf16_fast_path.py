@@ -32,7 +32,9 @@ def test_float32_factors_under_a_bfloat16_base_are_fused() -> None:
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_bfloat16_fused_step_matches_float32_within_bfloat16_tolerance(monkeypatch, dropout) -> None:
+    from senior_intern.config import TrainingConfig
     from senior_intern.training.forward import CausalLMForward
+    from senior_intern.training.prepare import prepare_for_training
 
     calls = {"linear": 0, "mlp": 0}
     real_linear, real_mlp = functional.LoraLinearFunction.apply, fused_mlp.SwiGluFunction.apply
@@ -45,8 +47,9 @@ def test_bfloat16_fused_step_matches_float32_within_bfloat16_tolerance(monkeypat
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
         model, lora = _lora(dtype, dropout)
+        prep = prepare_for_training(model, TrainingConfig())
         forward = CausalLMForward(model, chunk_size=16)
-        assert len(forward.fused_mlps) == 2
+        assert len(prep.fused_mlps) == 2
         for k in calls:
             calls[k] = 0
         torch.manual_seed(3)  # the same drop plans in both runs

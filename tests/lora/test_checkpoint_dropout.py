@@ -9,11 +9,12 @@ import weakref
 import pytest
 import torch
 
-from senior_intern.config import LoraConfig
+from senior_intern.config import LoraConfig, TrainingConfig
 from senior_intern.data import BatchLoader, Sample
 from senior_intern.lora import LoraModel
 from senior_intern.lora.dropout import DropPlan
 from senior_intern.training.forward import CausalLMForward, training_inputs
+from senior_intern.training.prepare import prepare_for_training
 from tests.conftest import make_tiny_llama
 
 
@@ -32,10 +33,9 @@ def _setup(checkpointing: bool, fuse: bool):
     with torch.no_grad():
         for p in lora.lora_parameters():
             p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(p.numel()))
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    prep = prepare_for_training(model, TrainingConfig(gradient_checkpointing=checkpointing), fuse_mlp=fuse)
     lora.train()
-    return lora, CausalLMForward(model, chunk_size=16, fuse_mlp=fuse)
+    return lora, CausalLMForward(model, chunk_size=16), prep
 
 
 @pytest.fixture
@@ -58,8 +58,8 @@ def test_checkpointing_frees_the_plans_after_forward_and_gives_the_same_gradient
     batch = _batch()
     grads = {}
     for checkpointing in (False, True):
-        lora, forward = _setup(checkpointing, fuse)
-        assert bool(forward.fused_mlps) is fuse
+        lora, forward, prep = _setup(checkpointing, fuse)
+        assert bool(prep.fused_mlps) is fuse and prep.gradient_checkpointing is checkpointing
         plans.clear()
         torch.manual_seed(7)
         parts = forward(training_inputs(batch), batch.labels)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from senior_intern.config import LoraConfig
+from senior_intern.config import LoraConfig, TrainingConfig
 from senior_intern.lora import LoraModel
 from senior_intern.models import load_base_model
 from senior_intern.models.quantized import FrozenLinear, compact_bytes
 from senior_intern.training.forward import CausalLMForward
+from senior_intern.training.prepare import prepare_for_training
 
 TEXT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self, x, y):\n        self.x = x\n"
 
@@ -49,8 +50,9 @@ def _step(model, ids):
         with torch.no_grad():
             p.normal_(0, 0.02, generator=torch.Generator().manual_seed(i))
     lora.train()
+    prep = prepare_for_training(model, TrainingConfig())
     forward = CausalLMForward(model)
-    assert len(forward.fused_mlps) == 30  # the compact base runs through the fused MLP function too
+    assert len(prep.fused_mlps) == 30  # the compact base runs through the fused MLP function too
     parts = forward({"input_ids": ids}, ids)
     loss = parts.loss_sum / parts.n_valid
     loss.backward()

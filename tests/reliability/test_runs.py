@@ -12,7 +12,7 @@ import pytest
 
 from senior_intern.config import TrainingJob
 from senior_intern.training import checkpoint as ckpt
-from senior_intern.training import engine
+from senior_intern.training import saving
 from senior_intern.training.engine import Trainer
 from senior_intern.training.events import TrainingStatus
 from senior_intern.training.runlock import RunFinishedError, RunLock
@@ -36,18 +36,18 @@ def test_exploding_learning_rate_fails_and_saves_no_adapter(tiny_job: TrainingJo
 
 def test_failed_adapter_save_keeps_a_final_checkpoint_and_resume_retries(tiny_job: TrainingJob, monkeypatch) -> None:
     tiny_job.training.max_steps, tiny_job.training.save_every, tiny_job.training.eval_every = 3, 2, 0
-    real_save = engine.save_adapter
+    real_save = saving.save_adapter
 
     def full_disk(*a, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine, "save_adapter", full_disk)
+    monkeypatch.setattr(saving, "save_adapter", full_disk)
     failed = Trainer().run(tiny_job)
     assert failed.status is TrainingStatus.FAILED
     assert "senior-intern resume" in failed.error_message and "No space left" in failed.error_message
     run_dir = Path(failed.run_dir)
     assert ckpt.CheckpointManager(run_dir / "checkpoints").latest().name == "step-0000003"
-    monkeypatch.setattr(engine, "save_adapter", real_save)
+    monkeypatch.setattr(saving, "save_adapter", real_save)
     retried = Trainer().resume(run_dir)
     assert retried.status is TrainingStatus.COMPLETED and retried.total_steps == 3
     assert len(_library_ids(tiny_job)) == 1

@@ -8,12 +8,13 @@ import random
 import pytest
 import torch
 
-from senior_intern.config import LoraConfig
+from senior_intern.config import LoraConfig, TrainingConfig
 from senior_intern.data import BatchLoader, Sample, model_inputs
 from senior_intern.lora import LoraModel
 from senior_intern.training import attention
 from senior_intern.training.attention import SEGMENT_ATTENTION, enable_segment_attention, segment_lengths
 from senior_intern.training.forward import CausalLMForward, training_inputs
+from senior_intern.training.prepare import prepare_for_training
 from tests.conftest import make_tiny_llama
 
 
@@ -48,7 +49,8 @@ def _loss_and_grads(segments: bool, batch):
         for p in lora.lora_parameters():
             p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(p.numel()))
     lora.train()
-    forward = CausalLMForward(model, chunk_size=16, segment_attention=segments)
+    prepare_for_training(model, TrainingConfig(), segment_attention=segments)
+    forward = CausalLMForward(model, chunk_size=16)
     assert forward.segments is segments
     inputs = training_inputs(batch, torch.float32, "cpu", forward.segments)
     assert ("segments" in inputs) is segments and "attention_mask" in inputs
