@@ -255,7 +255,7 @@ class DataParallel:
                 else:
                     time.sleep(0.5)
                 cancelled, paused = self.any(*local())
-            session._active_start += time.perf_counter() - paused_at
+            session.exclude_paused(time.perf_counter() - paused_at)
             if not cancelled:
                 session.set_state(was, "Resumed")
         if cancelled:

@@ -263,6 +263,10 @@ class Session:
             self._maybe_save(force=True)
         return False
 
+    def exclude_paused(self, seconds: float) -> None:
+        """Leave ``seconds`` of pause out of the training time (``active_seconds``)."""
+        self._active_start += seconds
+
     def check_control(self) -> None:
         """Between micro-batches: wait while paused (no CPU), raise ``RunStopped`` on cancel."""
         if self.dp.enabled:  # every rank takes the same decision at the same micro-batch
@@ -274,7 +278,7 @@ class Session:
             self.set_state(TrainingState.PAUSED, "Paused")
             while self.control.paused and not self.control.cancelled:
                 self.control.wait_while_paused(timeout=0.5)
-            self._active_start += time.perf_counter() - paused_at  # paused time is not training time
+            self.exclude_paused(time.perf_counter() - paused_at)
             if not self.control.cancelled:
                 self.set_state(was, "Resumed")
         if self.control.cancelled:
