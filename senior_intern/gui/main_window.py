@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.train_page = TrainPage(self.settings, self.tasks)
         self.run_page = RunPage(self.runner)
         self.adapters_page = AdaptersPage(self.tasks)
-        self.playground_page = PlaygroundPage()
+        self.playground_page = PlaygroundPage(self.settings)
         self._pending_try: str | None = None
 
         self.sidebar = QListWidget()
