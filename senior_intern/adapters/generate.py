@@ -273,17 +273,19 @@ class Playground:
         return {side: gen.result() for side, gen in gens.items()}
 
 
-def load_for_playground(base_model_path: str | Path, adapter_dir: str | Path | None = None, device: str = "auto") -> Playground:
+def load_for_playground(base_model_path: str | Path, adapter_dir: str | Path | None = None, device: str = "auto",
+                        progress: Callable[[int, int], None] | None = None) -> Playground:
     """Load the base model (and the adapter, when given) for side-by-side generation.
 
     ``device`` "auto": the device training would pick (``hardware.detect.recommended_device``);
     the loader's "auto" dtype then gives bfloat16 (float16) on a GPU and float32 on the CPU.
+    ``progress(done, total)``: tensors read so far (the loader's; an exception it raises stops the load).
     """
     from senior_intern.hardware.detect import recommended_device
     from senior_intern.models import load_base_model
 
     if device == "auto":
         device = recommended_device()
-    loaded = load_base_model(str(base_model_path), device=device)
+    loaded = load_base_model(str(base_model_path), device=device, progress=progress)
     lora = attach_adapter(loaded.model, adapter_dir, loaded.info.content_hash) if adapter_dir else None
     return Playground(loaded.model, loaded.tokenizer, lora)

@@ -92,14 +92,14 @@ class EstimatePanel(QWidget):
             self._schedule_for = schedule_key
             self.tasks.submit(analysis.schedule_preview, copy.deepcopy(job.training), result.total_steps,
                               on_done=lambda curve: self.curve.setData(*curve),
-                              on_error=lambda exc: self.curve.setData([], []), latest="lr schedule")
+                              on_error=lambda exc: self.curve.setData([], []), latest="lr schedule", name="Schedule preview")
         estimate_key = _estimate_key(job, result)
         if estimate_key != self._estimate_for:
             self._estimate_for = estimate_key
             for key in ESTIMATE_ROWS:
                 self.values[key].setText("estimating…")
             self.tasks.submit(analysis.estimate_job, copy.deepcopy(job), on_done=self.set_estimate,
-                              on_error=self.set_estimate_error, latest="estimate")
+                              on_error=self.set_estimate_error, latest="estimate", name="Estimate")
 
     def set_counts(self, job: TrainingJob, result: DatasetAnalysis | None) -> None:
         """Show the step counts for ``job`` on the analysed dataset (dashes until it is analysed)."""

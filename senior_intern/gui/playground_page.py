@@ -34,6 +34,7 @@ from senior_intern import defaults
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.prompt_history import PromptHistory
 from senior_intern.gui.settings import AppSettings
+from senior_intern.gui.tasks import CANCELLED, DONE, FAILED, TaskCancelled, TaskRunner
 from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine
 
@@ -48,14 +49,18 @@ class ModelCache:
         self._key: tuple[str, str | None] | None = None
         self._value: Any = None
 
-    def get(self, base: str, adapter: str | None) -> Any:
-        """The playground for (base, adapter), loading it when it is not the cached one."""
+    def holds(self, base: str, adapter: str | None) -> bool:
+        """True when (base, adapter) is the loaded one (no loading needed)."""
+        return self._key == (base, adapter)
+
+    def get(self, base: str, adapter: str | None, progress: Any = None) -> Any:
+        """The playground for (base, adapter), loading it when it is not the cached one (``progress(done, total)``)."""
         with self._lock:
             if self._key != (base, adapter):
                 from senior_intern.adapters.generate import load_for_playground
 
                 self._value, self._key = None, None  # free the old model before loading a new one
-                self._value = load_for_playground(base, adapter)
+                self._value = load_for_playground(base, adapter, progress=progress)
                 self._key = (base, adapter)
             return self._value
 
@@ -66,6 +71,7 @@ class GenerationWorker(QObject):
     status = Signal(str)
     token = Signal(str, str)  # side ("base" | "adapter"), text piece
     side_done = Signal(str, object)  # side, GenerationResult
+    loading = Signal(int, int)  # tensors read, total
     finished = Signal()
     failed = Signal(object)
 
@@ -85,15 +91,22 @@ class GenerationWorker(QObject):
         prepare_background_thread()
         try:
             self.status.emit("Loading the model…")
-            playground = self.cache.get(self.base, self.adapter_dir)
+            playground = self.cache.get(self.base, self.adapter_dir, self._loading)
             sides = {"base": False, **({"adapter": True} if self.adapter_dir else {})}
             self.status.emit("Generating both answers…" if self.adapter_dir else "Generating…")
             playground.generate_together(self.prompt, sides, on_token=self.token.emit, on_done=self.side_done.emit,
                                          should_stop=self._stop.is_set, **self.options)
+        except TaskCancelled:  # stopped while the model was loading
+            pass
         except Exception as exc:  # shown as a readable message in the page
             self.failed.emit(exc)
             return
         self.finished.emit()
+
+    def _loading(self, done: int, total: int) -> None:
+        self.loading.emit(done, total)
+        if self._stop.is_set():
+            raise TaskCancelled("Loading was stopped")
 
 
 def monospace_font() -> QFont:
@@ -111,9 +124,11 @@ def fix_width(*buttons: QPushButton, texts: tuple[str, ...] = ()) -> None:
 class PlaygroundPage(QWidget):
     """Prompt box, sampling settings, base and adapter outputs side by side, Generate and Stop."""
 
-    def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: AppSettings | None = None, tasks: TaskRunner | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.cache = ModelCache()
+        self.tasks = tasks
+        self._loading_task: int | None = None
         self.history = PromptHistory(settings)
         self._thread: QThread | None = None
         self._worker: GenerationWorker | None = None
@@ -313,10 +328,13 @@ class PlaygroundPage(QWidget):
         worker.status.connect(self._on_status, queued)
         worker.token.connect(self._on_token, queued)
         worker.side_done.connect(self._on_side_done, queued)
+        worker.loading.connect(self._on_loading, queued)
         worker.finished.connect(self._on_finished, queued)
         worker.failed.connect(self._on_failed, queued)
         thread.started.connect(worker.run)
         self._thread, self._worker = thread, worker
+        if self.tasks is not None and not self.cache.holds(base, worker.adapter_dir):
+            self._loading_task = self.tasks.track("Playground model loading", on_cancel=self.stop)
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         thread.start()
@@ -327,10 +345,21 @@ class PlaygroundPage(QWidget):
             self._worker.stop()
             self.busy.start("Stopping…")
 
+    @Slot(int, int)
+    def _on_loading(self, done: int, total: int) -> None:
+        if self._loading_task is not None and self.tasks is not None:
+            self.tasks.update(self._loading_task, done, total)
+
+    def _end_loading(self, outcome: str, message: str = "") -> None:
+        if self._loading_task is not None and self.tasks is not None:
+            self.tasks.end(self._loading_task, outcome, message=message)
+        self._loading_task = None
+
     @Slot(str)
     def _on_status(self, text: str) -> None:
         self.busy.start(text)
         if text.startswith("Generating"):
+            self._end_loading(DONE)
             for side, label in self.side_status.items():
                 if label.text().startswith("Waiting"):
                     label.setText("Generating…")
@@ -348,6 +377,7 @@ class PlaygroundPage(QWidget):
         output.setTextCursor(cursor)
 
     def _end(self) -> None:
+        self._end_loading(CANCELLED)  # still open: the load was stopped
         if self._thread is not None:
             self._thread.quit()
             self._thread.wait()
@@ -362,6 +392,7 @@ class PlaygroundPage(QWidget):
 
     @Slot(object)
     def _on_failed(self, exc: BaseException) -> None:
+        self._end_loading(FAILED, describe_error(exc))
         self._end()
         for label in self.side_status.values():
             if not label.text().startswith("Choose"):

@@ -274,7 +274,7 @@ class TrainPage(QWidget):
             return
         self.model_busy.start("Reading the model…")
         self.tasks.submit(analysis.model_details, path, on_done=self._model_details_ready,
-                          on_error=self._model_details_failed, latest="model details")
+                          on_error=self._model_details_failed, latest="model details", name="Reading the model")
 
     def _model_details_ready(self, facts: dict[str, str]) -> None:
         self.model_busy.stop()
@@ -293,7 +293,8 @@ class TrainPage(QWidget):
         cached = analysis.tokenizer_cached(job.base_model_path)
         self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
         self.tasks.submit(doctor.analyze, job, on_done=lambda result: self._analysis_ready(key, result),
-                          on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis")
+                          on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis",
+                          name="Dataset scan" if cached else "Tokenizer loading and dataset scan")
 
     def _analysis_ready(self, key: tuple, result: analysis.DatasetAnalysis) -> None:
         self._analysis, self._analysis_for, self._analysis_error, self._diagnosis = result, key, "", None

@@ -86,7 +86,7 @@ def test_playground_loads_on_the_recommended_device(monkeypatch, tmp_path):
     asked = []
     monkeypatch.setattr(detect, "recommended_device", lambda: "cuda:1")
     monkeypatch.setattr(models, "load_base_model",
-                        lambda path, device="cpu", dtype=None: asked.append(device) or types.SimpleNamespace(model="m", tokenizer="t", info=None))
+                        lambda path, device="cpu", dtype=None, progress=None: asked.append(device) or types.SimpleNamespace(model="m", tokenizer="t", info=None))
     play = gen.load_for_playground(tmp_path)
     assert asked == ["cuda:1"] and play.model == "m"
     gen.load_for_playground(tmp_path, device="cpu")
