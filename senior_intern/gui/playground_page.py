@@ -382,6 +382,9 @@ class PlaygroundPage(QWidget):
             self._thread.quit()
             self._thread.wait()
         self._thread = self._worker = None
+        for label in self.side_status.values():  # a side that never answered (stopped while loading)
+            if label.text().startswith(("Waiting", "Generating")):
+                label.setText("Stopped before it answered.")
         self.busy.stop()
         self.generate_button.setEnabled(True)
         self.stop_button.setEnabled(False)

@@ -122,3 +122,18 @@ def test_playground_loading_is_shown_as_a_task(window, qtbot, tiny_model_dir):
     page.generate_button.click()  # the model is loaded now: no second loading task
     qtbot.waitUntil(lambda: not page.running, timeout=60000)
     assert len([info for info in ended if info.name == "Playground model loading"]) == 1
+
+
+def test_cancelling_the_playground_loading_stops_it(window, qtbot, tiny_model_dir):
+    page = window.playground_page
+    ended = []
+    window.tasks.task_ended.connect(lambda info: info.name == "Playground model loading" and ended.append(info))
+    page.base.setText(str(tiny_model_dir))
+    page.prompt.setPlainText("hello")
+    page.generate_button.click()
+    loading = next(info for info in window.tasks.running() if info.name == "Playground model loading")
+    assert loading.cancellable and window.tasks.cancel(loading.id)
+    qtbot.waitUntil(lambda: not page.running, timeout=60000)
+    assert ended and ended[0].outcome == "cancelled"
+    assert page.outputs["base"].toPlainText() == "" and page.error.isHidden()
+    assert page.side_status["base"].text() == "Stopped before it answered."
