@@ -151,6 +151,7 @@ class ActivityIndicator(QWidget):
         self.busy = BusyLine()
         self.busy.bar.setMaximumWidth(80)
         self.bar, self.label = self.busy.bar, self.busy.label
+        self.label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)  # next to its button
         self.panel_button = QPushButton("Activity…")
         self.panel_button.setObjectName("activityButton")
         self.panel_button.setFlat(True)

@@ -141,14 +141,14 @@ class ChartPanel(QWidget):
 
     def start_hardware(self, started_at: float) -> None:
         """Read the machine every second for the GPU and CPU/RAM charts (``started_at``: the run's
-        start on ``time.monotonic``, the x origin). The first reading comes at once."""
+        start on ``time.monotonic``, the x origin). The first reading comes after one tick: psutil's CPU
+        figure covers the time since the previous reading, so one taken at once would say 0%."""
         from senior_intern.hardware.monitor import HardwareMonitor
 
         if self._monitor is None:
             self._monitor = HardwareMonitor()
         self._hardware_started = started_at
         self.hardware_timer.start()
-        self._sample_hardware()
 
     def stop_hardware(self) -> None:
         """Stop the once-a-second readings (the run ended)."""
