@@ -74,7 +74,10 @@ bundle: install
 	SENIOR_INTERN_BUNDLE_DEMO=$(BUNDLE_DEMO) $(PY) -m PyInstaller --noconfirm --clean --log-level WARN \
 	  --distpath dist --workpath build/pyinstaller packaging/senior_intern.spec
 
-# Screenshots of every page (a real run in progress on the Run page) under a virtual screen.
+# Screenshots of every page (a real run in progress on the Run page) under a virtual screen, at a
+# desktop (1920x1080) and a laptop (1366x768) size, into packaging/out/<size>/.
 screenshots: install system-deps-gui
 	command -v xvfb-run >/dev/null || apt-get install -y -qq xvfb xauth >/dev/null
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) packaging/screenshots.py
+	for size in 1920x1080 1366x768; do \
+	  xvfb-run -a -s "-screen 0 $${size}x24" env PYTHONPATH=. $(PY) packaging/screenshots.py --size $$size --out packaging/out/$$size || exit 1; \
+	done

@@ -41,11 +41,11 @@ def settle(app, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def shoot(app, window, name: str) -> Path:
-    """Save the window as ``packaging/out/<name>.png``."""
+def shoot(app, window, name: str, out: Path = OUT) -> Path:
+    """Save the window as ``<out>/<name>.png`` (default ``packaging/out``)."""
     settle(app, 0.8)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{name}.png"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
     if not window.grab().save(str(path)):
         raise OSError(f"could not write {path}")
     print(f"wrote {path}")
@@ -60,12 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=24, help="optimizer steps of the run (default 24)")
     parser.add_argument("--shoot-at", type=int, default=8, help="step at which the Run page is captured (default 8)")
     parser.add_argument("--size", default="1440x920", help="window size, WIDTHxHEIGHT (default 1440x920)")
+    parser.add_argument("--out", default=str(OUT), help=f"folder for the PNGs (default {OUT.relative_to(ROOT)})")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Take the four screenshots; returns 0."""
     args = parse_args(argv)
+    out = Path(args.out)
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         print("No display: run under Xvfb (see the docstring); falling back to Qt's offscreen platform.", file=sys.stderr)
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -95,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     window.show_page(TRAIN)
     wait_until(app, lambda: train.analysis is not None or not train.dataset_panel.error.isHidden(), 300, "the dataset analysis")
     wait_until(app, lambda: not train.model_busy.isVisible(), 120, "the model details")
-    shoot(app, window, "train")
+    shoot(app, window, "train", out)
 
     run = window.run_page
     train.start()
     window.show_page(RUN)
     wait_until(app, lambda: run.progress_events >= args.shoot_at or run.result is not None, 1800, f"step {args.shoot_at}")
     wait_until(app, lambda: run.last_validation is not None or run.result is not None, 600, "a validation pass")
-    shoot(app, window, "run")
+    shoot(app, window, "run", out)
 
     wait_until(app, lambda: run.result is not None, 3600, "the end of the run")
     if run.result.adapter_id is None:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     window.show_page(ADAPTERS)
     wait_until(app, lambda: library.selected_id() == run.result.adapter_id, 120, "the adapter in the library")
     wait_until(app, lambda: library.curve.drawn_count("loss") > 0, 60, "the adapter's loss curve")
-    shoot(app, window, "adapters")
+    shoot(app, window, "adapters", out)
 
     playground = window.playground_page
     window.show_page(PLAYGROUND)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     playground.prompt.setPlainText("How do I read a JSON file in Python?")
     playground.generate()
     wait_until(app, lambda: not playground.running, 900, "the playground answers")
-    shoot(app, window, "playground")
+    shoot(app, window, "playground", out)
     window.close()
     return 0
 

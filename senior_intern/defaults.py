@@ -31,8 +31,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": dict(rank=32, alpha=64.0),
     },
 }
+# What each preset does; how long it takes depends on the model, the data and the machine, so the
+# Train page adds the pre-flight estimate's duration instead of a fixed figure.
 PRESET_DESCRIPTIONS = {
-    "quick": "Quick test: 30 steps at rank 8 on short sequences; about a minute on a laptop CPU with the demo model.",
+    "quick": "Quick test: 30 steps at rank 8 on short sequences.",
     "balanced": "Balanced: 3 epochs at rank 16, sequences of 512 tokens.",
     "thorough": "Thorough: 5 epochs at rank 32, 1024-token sequences, effective batch 16, early stopping.",
 }

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -206,7 +206,8 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 
 def merge_adapter(
-    adapter_dir: str | Path, base_model_path: str | Path, out_dir: str | Path, dtype: str = "float32"
+    adapter_dir: str | Path, base_model_path: str | Path, out_dir: str | Path, dtype: str = "float32",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Merge an adapter into its base model and save the result as a Hugging Face folder.
 
@@ -215,6 +216,9 @@ def merge_adapter(
     cast to ``dtype`` (``float32``, ``float16`` or ``bfloat16``) and checked for NaN/Inf before
     anything is written. ``out_dir`` must not exist yet (an empty folder is accepted); the
     folder appears only once it is complete. Returns ``out_dir``.
+
+    ``on_progress(done, total)`` counts the steps: the base loaded, each layer merged, then the
+    save starting; an exception it raises (a cancel) stops the merge before anything is written.
     """
     if dtype not in MERGE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(MERGE_DTYPES)}, got {dtype!r}")
@@ -222,9 +226,14 @@ def merge_adapter(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} already exists; choose a new output folder or delete it first")
     adapter = read_peft_adapter(adapter_dir)
+    total = len(adapter.modules) + 2
+    report = on_progress or (lambda done, total: None)
+    report(0, total)
     model, tokenizer = _load_float_base(Path(base_model_path))
-    _merge_into(model, adapter, MERGE_DTYPES[dtype])
+    report(1, total)
+    _merge_into(model, adapter, MERGE_DTYPES[dtype], lambda done: report(1 + done, total))
     model.to(MERGE_DTYPES[dtype])
+    report(total - 1, total)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -278,7 +287,8 @@ def _load_float_base(path: Path):
 
 
 @torch.no_grad()
-def _merge_into(model: torch.nn.Module, adapter: PeftLoraAdapter, dtype: torch.dtype) -> None:
+def _merge_into(model: torch.nn.Module, adapter: PeftLoraAdapter, dtype: torch.dtype,
+                progress: Callable[[int], None] | None = None) -> None:
     """Add each layer's ``scale * B @ A`` to its weight in place, checking the result in ``dtype``.
 
     Every layer is looked up and checked (type, shape, tied weights) before any weight changes;
@@ -306,9 +316,11 @@ def _merge_into(model: torch.nn.Module, adapter: PeftLoraAdapter, dtype: torch.d
             )
         layers[lora.module] = layer
     refuse_tied(tied_weights(model, {name: layer.weight for name, layer in layers.items()}), context)
-    for lora in adapter.modules:
+    for done, lora in enumerate(adapter.modules, start=1):
         weight = layers[lora.module].weight
         weight.copy_(merged_tensor(lora.module, weight, lora.delta(), dtype, context))
+        if progress is not None:
+            progress(done)
 
 
 def gguf_convert_hint(out_dir: str | Path) -> str:

@@ -64,11 +64,22 @@ def _export_gguf(adapter_dir: str, base: str, out: str, dtype: str) -> Path:
     return export_gguf(adapter_dir, base, out, dtype)
 
 
-def _merge(adapter_dir: str, base: str, out: str, dtype: str) -> str:
+def _merge(adapter_dir: str, base: str, out: str, dtype: str, task: Any = None) -> str:
     from senior_intern.adapters.merge import gguf_convert_hint, merge_adapter
 
-    merge_adapter(adapter_dir, base, out, dtype)
+    merge_adapter(adapter_dir, base, out, dtype, on_progress=task.progress if task is not None else None)
     return gguf_convert_hint(out)
+
+
+def _export_for_runners(choice: Any, adapter_dir: str, emit: Any, task: Any) -> str:
+    """``run_export`` with its per-tensor progress sent to the page's bar and the activity centre (cancellable)."""
+
+    def progress(done: int, total: int) -> None:
+        """Show ``done`` of ``total`` tensors; raises TaskCancelled after a cancel."""
+        emit(done, total)
+        task.progress(done, total)
+
+    return run_export(choice, adapter_dir, progress)
 
 
 def _item(text: str, sort: Any = None) -> QStandardItem:
@@ -296,8 +307,10 @@ class AdaptersPage(QWidget):
             self.buttons[key].setEnabled(a is not None)
 
     # --- actions ----------------------------------------------------------------------------------
-    def _run(self, fn, *args, done_message: str | None = None, select: str | None = None, title: str = "Adapter library") -> None:
-        self.busy.start("Working…")
+    def _run(self, fn, *args, done_message: str | None = None, select: str | None = None, title: str = "Adapter library",
+             name: str | None = None, result_path: Any = None, cancellable: bool = False) -> None:
+        """Run a library action as a named task (announced at its end when it makes a file: ``result_path``)."""
+        self.busy.start(f"{name or title}…")
 
         def done(result: Any) -> None:
             """Report success (when asked) and show the new state of the library."""
@@ -306,7 +319,8 @@ class AdaptersPage(QWidget):
                 QMessageBox.information(self, title, done_message.format(result=result))
             self.refresh(select=getattr(result, "id", None) or select)
 
-        self.tasks.submit(fn, *args, on_done=done, on_error=lambda exc: self._failed(exc, title))
+        self.tasks.submit(fn, *args, on_done=done, on_error=lambda exc: self._failed(exc, title), on_cancelled=self.busy.stop,
+                          name=name or title, control=cancellable, cancellable=cancellable, result_path=result_path)
 
     def rename_selected(self) -> None:
         """Ask for a new name for the selected adapter."""
@@ -338,7 +352,8 @@ class AdaptersPage(QWidget):
         """Copy a PEFT adapter folder into the library."""
         folder = QFileDialog.getExistingDirectory(self, "Import a PEFT adapter folder", str(Path.home()))
         if folder:
-            self._run(lambda: _library(self.root).import_(folder), title="Import adapter")
+            self._run(lambda: _library(self.root).import_(folder), title="Import adapter", name="Adapter import",
+                      result_path=lambda info: info.path)
 
     def _default_base(self, a: Any) -> str:
         if a.base_model and Path(a.base_model).exists():
@@ -358,7 +373,8 @@ class AdaptersPage(QWidget):
         choice = ExportGgufDialog.ask(self, base, str(a.path / "adapter.gguf"))
         if choice is not None:
             self._run(_export_gguf, str(a.path), choice.base_model, choice.out_path, choice.dtype, select=a.id,
-                      done_message="GGUF adapter written to {result}\nLoad it in llama.cpp with --lora.", title="Export GGUF")
+                      done_message="GGUF adapter written to {result}\nLoad it in llama.cpp with --lora.", title="Export GGUF",
+                      name="GGUF adapter export", result_path=lambda path: path)
 
     def merge_selected(self) -> None:
         """Merge the selected adapter into its base model and save the merged model."""
@@ -369,7 +385,7 @@ class AdaptersPage(QWidget):
         if choice is not None:
             self._run(_merge, str(a.path), choice.base_model, choice.out_dir, choice.dtype, select=a.id,
                       done_message=f"Merged model saved to {choice.out_dir}.\nTo make a GGUF of it with llama.cpp:\n{{result}}",
-                      title="Merge adapter")
+                      title="Merge adapter", name="Merge", result_path=lambda _: choice.out_dir, cancellable=True)
 
     def export_for_runners_selected(self) -> None:
         """Export the selected adapter as a merged or adapter GGUF (and Modelfile); open the folder at the end."""
@@ -399,8 +415,14 @@ class AdaptersPage(QWidget):
             self.export_bar.hide()
             self._failed(exc, EXPORT_FOR_RUNNERS)
 
-        self.tasks.submit(run_export, choice, str(a.path), self.export_progress.emit, on_done=done, on_error=failed,
-                          name="GGUF export")
+        def cancelled() -> None:
+            """Hide the progress (the partial file is already removed)."""
+            self.busy.stop()
+            self.export_bar.hide()
+
+        self.tasks.submit(_export_for_runners, choice, str(a.path), self.export_progress.emit, on_done=done, on_error=failed,
+                          on_cancelled=cancelled, name="GGUF export", control=True, cancellable=True,
+                          result_path=lambda _: choice.out_path)
 
     def _export_progress(self, done: int, total: int) -> None:
         self.export_bar.setRange(0, total)

@@ -15,6 +15,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from senior_intern import __version__
+from senior_intern.gui import platform_check
 from senior_intern.gui.settings import APPLICATION, ORGANIZATION
 
 
@@ -50,8 +51,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Open the main window; returns the exit code of the event loop."""
+    """Open the main window; returns the exit code of the event loop (1, with a message saying
+    what to install, when Qt could not open a window here)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if QApplication.instance() is None:
+        problem = platform_check.find_problem()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
     app = create_application([sys.argv[0]])
     from senior_intern.gui.main_window import MainWindow
 

@@ -4,9 +4,15 @@ Events only append to numpy buffers (cheap, in the GUI thread); a ``QTimer`` pus
 into curves that were created once (``setData``), downsampled to at most ``max_points`` per curve
 so a long run draws as fast as a short one. Each tick redraws one chart, in turn, so one repaint
 never holds the event loop for long: with five charts each one is redrawn about four times a second.
+
+While a run is in progress the GPU and CPU/RAM charts are fed by their own once-a-second reading
+of the machine (``start_hardware``), so they move between steps, not only when a step ends. An
+empty chart (a new run) goes back to its starting axes.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,6 +24,8 @@ from senior_intern.gui.series import MAX_POINTS, Series, Smoother, downsample, s
 from senior_intern.training.events import Evaluated, Progress
 
 TICK_MS = 50  # one chart per tick: each of the five is redrawn about every 250 ms
+HARDWARE_TICK_MS = 1000  # the hardware charts' own reading of the machine
+EMPTY_TIME_RANGE = (0.0, 60.0)  # seconds shown by an empty hardware chart
 
 BLUE, ORANGE, GREEN, RED, PURPLE = "#4c8bf5", "#f28e2b", "#59a14f", "#e15759", "#b07aa1"
 _CURVES_OF = {"loss": ("loss", "smoothed", "validation"), "lr": ("lr",), "grad": ("grad",),
@@ -84,6 +92,11 @@ class ChartPanel(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self.refresh_next)
+        self.hardware_timer = QTimer(self)
+        self.hardware_timer.setInterval(HARDWARE_TICK_MS)
+        self.hardware_timer.timeout.connect(self._sample_hardware)
+        self._monitor = None
+        self._hardware_started = 0.0
 
     def _plot(self, key: str, title: str, x_label: str) -> pg.PlotWidget:
         plot = pg.PlotWidget()
@@ -108,33 +121,70 @@ class ChartPanel(QWidget):
         s["lr"].append(m.step, m.learning_rate)
         if m.grad_norm is not None:
             s["grad"].append(m.step, m.grad_norm)
+        if not self.hardware_timer.isActive():  # the page's own readings cover the hardware while live
+            self.add_hardware(p.elapsed, hw)
+
+    def add_hardware(self, seconds: float, hw) -> None:
+        """Buffer one reading of the machine (``HardwareMetrics``) at ``seconds`` into the run."""
+        s = self.series
+        self._dirty.add("system")
         if hw.cpu_utilization is not None:
-            s["cpu"].append(p.elapsed, hw.cpu_utilization)
+            s["cpu"].append(seconds, hw.cpu_utilization)
         if hw.ram_total:
-            s["ram"].append(p.elapsed, hw.ram_utilization)
+            s["ram"].append(seconds, hw.ram_utilization)
         if hw.gpus:
             self._has_gpu = True
             self._dirty.add("gpu")
             if hw.gpu_utilization is not None:
-                s["gpu_util"].append(p.elapsed, hw.gpu_utilization)
-            s["gpu_mem"].append(p.elapsed, hw.gpu_memory_utilization)
+                s["gpu_util"].append(seconds, hw.gpu_utilization)
+            s["gpu_mem"].append(seconds, hw.gpu_memory_utilization)
+
+    def start_hardware(self, started_at: float) -> None:
+        """Read the machine every second for the GPU and CPU/RAM charts (``started_at``: the run's
+        start on ``time.monotonic``, the x origin). The first reading comes after one tick: psutil's CPU
+        figure covers the time since the previous reading, so one taken at once would say 0%."""
+        from senior_intern.hardware.monitor import HardwareMonitor
+
+        if self._monitor is None:
+            self._monitor = HardwareMonitor()
+        self._hardware_started = started_at
+        self.hardware_timer.start()
+
+    def stop_hardware(self) -> None:
+        """Stop the once-a-second readings (the run ended)."""
+        self.hardware_timer.stop()
+
+    def _sample_hardware(self) -> None:
+        if self._monitor is None:
+            return
+        try:
+            hw = self._monitor.sample()
+        except Exception:  # a reading that fails (a GPU driver hiccup) skips one point
+            return
+        self.add_hardware(max(0.0, time.monotonic() - self._hardware_started), hw)
+        if not self.timer.isActive():
+            self.refresh()
 
     def add_evaluation(self, e: Evaluated) -> None:
         """Buffer one validation point."""
         self.series["validation"].append(e.global_step, e.validation_loss)
         self._dirty.add("loss")
 
-    def set_history(self, steps: list, losses: list, val_steps: list, val_losses: list, lrs: list | None = None) -> None:
-        """Fill the loss (and learning-rate) curves from a finished run's history."""
+    def set_history(self, steps: list, losses: list, val_steps: list, val_losses: list, lrs: list | None = None,
+                    grads: list | None = None, total_steps: int = 0) -> None:
+        """Fill the loss, learning-rate (and gradient-norm) curves from a run's history."""
         self.clear()
+        self.total_steps = total_steps
         for i, (step, loss) in enumerate(zip(steps, losses)):
             self.series["loss"].append(step, loss)
             self.series["smoothed"].append(step, self._smoother.add(loss))
             if lrs and i < len(lrs):
                 self.series["lr"].append(step, lrs[i])
+            if grads and i < len(grads) and grads[i] is not None:
+                self.series["grad"].append(step, grads[i])
         for step, loss in zip(val_steps, val_losses):
             self.series["validation"].append(step, loss)
-        self._dirty.update(("loss", "lr"))
+        self._dirty.update(("loss", "lr", "grad"))
         self.refresh()
 
     def clear(self) -> None:
@@ -192,9 +242,16 @@ class ChartPanel(QWidget):
     def _fit(self, key: str) -> None:
         """Set the chart's ranges when its data left them (steps: the whole run; time: doubling)."""
         xs = [self.series[n].x for n in _CURVES_OF[key] if len(self.series[n])]
-        if not xs:
-            return
         box = self.plots[key].getViewBox()
+        if not xs:  # empty (a new run): back to the starting axes, not the last run's
+            start = EMPTY_TIME_RANGE if key in ("gpu", "system") else (0.0, float(max(self.total_steps, 1)))
+            if self._ranges.get((key, "x")) != start:
+                self._ranges[(key, "x")] = start
+                box.setXRange(*start, padding=0.04)
+                if key not in ("gpu", "system"):
+                    self._ranges.pop((key, "y"), None)
+                    box.setYRange(0.0, 1.0, padding=0)
+            return
         x_max = float(max(x[-1] for x in xs))
         if key in ("gpu", "system"):
             x_range = (0.0, time_extent(x_max))

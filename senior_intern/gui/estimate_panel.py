@@ -13,6 +13,7 @@ import dataclasses
 import html
 
 import pyqtgraph as pg
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from senior_intern.config import TrainingJob
@@ -39,7 +40,13 @@ def _estimate_key(job: TrainingJob, analysis_result: DatasetAnalysis) -> str:
 
 
 class EstimatePanel(QWidget):
-    """Counts, estimate and schedule of the configured run; ``update_for(job, analysis)`` on every edit."""
+    """Counts, estimate and schedule of the configured run; ``update_for(job, analysis)`` on every edit.
+
+    ``estimate_changed(estimate or None)``: a new estimate, or None while there is none (waiting,
+    estimating, failed).
+    """
+
+    estimate_changed = Signal(object)
 
     def __init__(self, tasks: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +92,7 @@ class EstimatePanel(QWidget):
             self.curve.setData([], [])
             for key in ESTIMATE_ROWS:
                 self.values[key].setText(WAITING)
+            self.estimate_changed.emit(None)
             self.notes.hide()
             return
         schedule_key = (result.total_steps, repr(dataclasses.asdict(job.training)))
@@ -92,14 +100,15 @@ class EstimatePanel(QWidget):
             self._schedule_for = schedule_key
             self.tasks.submit(analysis.schedule_preview, copy.deepcopy(job.training), result.total_steps,
                               on_done=lambda curve: self.curve.setData(*curve),
-                              on_error=lambda exc: self.curve.setData([], []), latest="lr schedule")
+                              on_error=lambda exc: self.curve.setData([], []), latest="lr schedule", name="Schedule preview")
         estimate_key = _estimate_key(job, result)
         if estimate_key != self._estimate_for:
             self._estimate_for = estimate_key
             for key in ESTIMATE_ROWS:
                 self.values[key].setText("estimating…")
+            self.estimate_changed.emit(None)
             self.tasks.submit(analysis.estimate_job, copy.deepcopy(job), on_done=self.set_estimate,
-                              on_error=self.set_estimate_error, latest="estimate")
+                              on_error=self.set_estimate_error, latest="estimate", name="Estimate")
 
     def set_counts(self, job: TrainingJob, result: DatasetAnalysis | None) -> None:
         """Show the step counts for ``job`` on the analysed dataset (dashes until it is analysed)."""
@@ -134,6 +143,7 @@ class EstimatePanel(QWidget):
         self.notes.setText("<br/>".join(f"⚠ {html.escape(w, quote=False)}" for w in est.warnings))
         self.notes.setStyleSheet(WARNING_STYLE)
         self.notes.setVisible(bool(est.warnings))
+        self.estimate_changed.emit(est)
 
     def set_estimate_error(self, exc: BaseException) -> None:
         """Show why the estimate could not be made."""
@@ -142,3 +152,4 @@ class EstimatePanel(QWidget):
         self.notes.setText(f"No estimate: {html.escape(describe_error(exc), quote=False)}")
         self.notes.setStyleSheet(ERROR_STYLE)
         self.notes.show()
+        self.estimate_changed.emit(None)

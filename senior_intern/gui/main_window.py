@@ -17,7 +17,7 @@ from senior_intern import __version__
 from senior_intern.config import TrainingJob
 from senior_intern.defaults import default_job
 from senior_intern.gui import appearance, drops, screen_fit
-from senior_intern.gui.activity import ActivityIndicator
+from senior_intern.gui.activity import ActivityIndicator, ActivityNotice
 from senior_intern.gui.adapters_page import AdaptersPage
 from senior_intern.gui.playground_page import PlaygroundPage
 from senior_intern.gui.run_page import RunPage
@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.train_page = TrainPage(self.settings, self.tasks)
         self.run_page = RunPage(self.runner)
         self.adapters_page = AdaptersPage(self.tasks)
-        self.playground_page = PlaygroundPage()
+        self.playground_page = PlaygroundPage(self.settings, self.tasks)
         self._pending_try: str | None = None
 
         self.sidebar = QListWidget()
@@ -81,10 +81,13 @@ class MainWindow(QMainWindow):
         for page in (self.train_page, self.run_page, self.adapters_page, self.playground_page):
             self.stack.addWidget(page)
         self.banner = Banner()
+        self.activity_notice = ActivityNotice(self.tasks)
+        self._opening_task: int | None = None
         content = QWidget()
         content_layout = QVBoxLayout(content)
         content_layout.setContentsMargins(0, 0, 0, 0)
         content_layout.addWidget(self.banner)
+        content_layout.addWidget(self.activity_notice)
         content_layout.addWidget(self.stack, 1)
         central = QWidget()
         central_layout = QHBoxLayout(central)
@@ -164,11 +167,25 @@ class MainWindow(QMainWindow):
         self.train_page.validity_changed.connect(lambda _: self._update_actions())
         self.runner.running_changed.connect(self._running_changed)
         self.runner.finished.connect(self._run_finished)
+        self.runner.opening.connect(self._model_opening)
+        self.runner.running_changed.connect(lambda running: running or self._model_opening(None))
         self.run_page.status_changed.connect(self.state_label.setText)
         self.run_page.open_adapter.connect(self._show_adapter)
         self.run_page.try_adapter.connect(self._try_adapter)
         self.adapters_page.try_adapter.connect(self._try_adapter)
         self.adapters_page.changed.connect(self._library_changed)
+
+    def _model_opening(self, event) -> None:
+        """Show the base model's opening (tensors read) as a task in the activity centre; None: it ended."""
+        if event is not None and self._opening_task is None:
+            self._opening_task = self.tasks.track("Opening the base model")
+        if self._opening_task is None:
+            return
+        if event is not None:
+            self.tasks.update(self._opening_task, event.done, event.total)
+        if event is None or (event.total and event.done >= event.total):
+            self.tasks.end(self._opening_task)
+            self._opening_task = None
 
     def _after_show(self) -> None:
         self.tasks.submit(device_summary, on_done=lambda text: self.device_label.setText(text),

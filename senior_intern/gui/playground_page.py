@@ -1,7 +1,9 @@
 """The Playground: one prompt, the base model's answer and the adapter's answer side by side.
 
-Generation runs on a worker thread and streams text pieces as signals; Stop is polled between
-tokens. The loaded model is kept for the next prompt (loading the demo GGUF takes seconds).
+Generation runs on a worker thread; both answers advance together a token each in turn and stream
+as signals, and each side says when it is waiting, how fast it went and why it stopped. Stop is
+polled between tokens. The loaded model is kept for the next prompt (loading the demo GGUF takes
+seconds). Temperature, top-p, max tokens, the system prompt and the last prompts are remembered.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -28,6 +32,9 @@ from PySide6.QtWidgets import (
 
 from senior_intern import defaults
 from senior_intern.gui.errors import describe_error
+from senior_intern.gui.prompt_history import PromptHistory
+from senior_intern.gui.settings import AppSettings
+from senior_intern.gui.tasks import CANCELLED, DONE, FAILED, TaskCancelled, TaskRunner
 from senior_intern.gui.threads import prepare_background_thread
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine
 
@@ -42,30 +49,36 @@ class ModelCache:
         self._key: tuple[str, str | None] | None = None
         self._value: Any = None
 
-    def get(self, base: str, adapter: str | None) -> Any:
-        """The playground for (base, adapter), loading it when it is not the cached one."""
+    def holds(self, base: str, adapter: str | None) -> bool:
+        """True when (base, adapter) is the loaded one (no loading needed)."""
+        return self._key == (base, adapter)
+
+    def get(self, base: str, adapter: str | None, progress: Any = None) -> Any:
+        """The playground for (base, adapter), loading it when it is not the cached one (``progress(done, total)``)."""
         with self._lock:
             if self._key != (base, adapter):
                 from senior_intern.adapters.generate import load_for_playground
 
                 self._value, self._key = None, None  # free the old model before loading a new one
-                self._value = load_for_playground(base, adapter)
+                self._value = load_for_playground(base, adapter, progress=progress)
                 self._key = (base, adapter)
             return self._value
 
 
 class GenerationWorker(QObject):
-    """Generates with the base model, then with the adapter, in its own thread."""
+    """Generates the base model's and the adapter's answers together, in its own thread."""
 
     status = Signal(str)
     token = Signal(str, str)  # side ("base" | "adapter"), text piece
+    side_done = Signal(str, object)  # side, GenerationResult
+    loading = Signal(int, int)  # tensors read, total
     finished = Signal()
     failed = Signal(object)
 
-    def __init__(self, cache: ModelCache, base: str, adapter_dir: str | None, prompt: str, max_new_tokens: int) -> None:
+    def __init__(self, cache: ModelCache, base: str, adapter_dir: str | None, prompt: str, options: dict[str, Any]) -> None:
         super().__init__()
         self.cache, self.base, self.adapter_dir = cache, base, adapter_dir
-        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.prompt, self.options = prompt, options
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -74,30 +87,49 @@ class GenerationWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        """Load (or reuse) the model and stream both answers."""
+        """Load (or reuse) the model and stream both answers at once."""
         prepare_background_thread()
         try:
             self.status.emit("Loading the model…")
-            playground = self.cache.get(self.base, self.adapter_dir)
-            sides = [("base", False)] + ([("adapter", True)] if self.adapter_dir else [])
-            for side, use_adapter in sides:
-                if self._stop.is_set():
-                    break
-                self.status.emit("Generating with the adapter…" if use_adapter else "Generating with the base model…")
-                playground.generate(self.prompt, use_adapter, max_new_tokens=self.max_new_tokens,
-                                    on_token=lambda piece, s=side: self.token.emit(s, piece), should_stop=self._stop.is_set)
+            playground = self.cache.get(self.base, self.adapter_dir, self._loading)
+            sides = {"base": False, **({"adapter": True} if self.adapter_dir else {})}
+            self.status.emit("Generating both answers…" if self.adapter_dir else "Generating…")
+            playground.generate_together(self.prompt, sides, on_token=self.token.emit, on_done=self.side_done.emit,
+                                         should_stop=self._stop.is_set, **self.options)
+        except TaskCancelled:  # stopped while the model was loading
+            pass
         except Exception as exc:  # shown as a readable message in the page
             self.failed.emit(exc)
             return
         self.finished.emit()
 
+    def _loading(self, done: int, total: int) -> None:
+        self.loading.emit(done, total)
+        if self._stop.is_set():
+            raise TaskCancelled("Loading was stopped")
+
+
+def monospace_font() -> QFont:
+    """The system's fixed-width font (code keeps its columns)."""
+    return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+
+
+def fix_width(*buttons: QPushButton, texts: tuple[str, ...] = ()) -> None:
+    """Give buttons one fixed size, wide enough for any of ``texts``, so they never move or resize."""
+    width = max([b.sizeHint().width() for b in buttons] + [b.fontMetrics().horizontalAdvance(t) + 32 for b in buttons for t in texts])
+    for b in buttons:
+        b.setFixedSize(width, b.sizeHint().height())
+
 
 class PlaygroundPage(QWidget):
-    """Prompt box, base and adapter outputs side by side, Generate and Stop."""
+    """Prompt box, sampling settings, base and adapter outputs side by side, Generate and Stop."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: AppSettings | None = None, tasks: TaskRunner | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.cache = ModelCache()
+        self.tasks = tasks
+        self._loading_task: int | None = None
+        self.history = PromptHistory(settings)
         self._thread: QThread | None = None
         self._worker: GenerationWorker | None = None
         self._adapters: dict[str, Any] = {}
@@ -113,25 +145,37 @@ class PlaygroundPage(QWidget):
         self.adapter = QComboBox()
         self.adapter.addItem(NO_ADAPTER, None)
         self.adapter.currentIndexChanged.connect(self._adapter_chosen)
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, 4096)
-        self.max_tokens.setValue(128)
-        self.max_tokens.setMaximumWidth(120)
         form = QFormLayout()
         form.addRow("Base model", base_row)
         form.addRow("Adapter", self.adapter)
-        form.addRow("Max new tokens", self.max_tokens)
+        form.addRow("Sampling", self._sampling_row())
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setObjectName("systemPrompt")
+        self.system_prompt.setPlaceholderText("System prompt (optional): how the model should answer")
+        self.system_prompt.setMaximumHeight(48)
+        form.addRow("System prompt", self.system_prompt)
+        self.recent = QComboBox()
+        self.recent.setObjectName("recentPrompts")
+        self.recent.activated.connect(self._recent_chosen)
+        form.addRow("Recent prompts", self.recent)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Write a prompt, then Generate (Ctrl+Return).")
         self.prompt.setMaximumHeight(120)
+        self.prompt.setFont(monospace_font())
         self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("generateButton")
         self.generate_button.setShortcut("Ctrl+Return")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
         self.stop_button.setEnabled(False)
+        fix_width(self.generate_button, self.stop_button, texts=("Generate", "Stop"))
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
         buttons = QHBoxLayout()
         self.busy = BusyLine()
+        policy = self.busy.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing it moves nothing
+        self.busy.setSizePolicy(policy)
         buttons.addWidget(self.busy, 1)
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.stop_button)
@@ -140,6 +184,7 @@ class PlaygroundPage(QWidget):
         self.error.setStyleSheet(ERROR_STYLE)
         self.error.hide()
         self.outputs: dict[str, QPlainTextEdit] = {}
+        self.side_status: dict[str, QLabel] = {}
         splitter = QSplitter(Qt.Orientation.Horizontal)
         for side, title in (("base", "Base model"), ("adapter", "With adapter")):
             box = QWidget()
@@ -148,8 +193,12 @@ class PlaygroundPage(QWidget):
             box_layout.addWidget(QLabel(f"<b>{title}</b>"))
             output = QPlainTextEdit()
             output.setReadOnly(True)
-            box_layout.addWidget(output)
-            self.outputs[side] = output
+            output.setFont(monospace_font())
+            box_layout.addWidget(output, 1)
+            status = QLabel()
+            status.setObjectName(f"{side}Status")
+            box_layout.addWidget(status)
+            self.outputs[side], self.side_status[side] = output, status
             splitter.addWidget(box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -157,6 +206,61 @@ class PlaygroundPage(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.error)
         layout.addWidget(splitter, 1)
+        self._restore_options()
+        self._fill_recent()
+
+    def _sampling_row(self) -> QHBoxLayout:
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 4096)
+        self.max_tokens.setValue(128)
+        self.max_tokens.setToolTip("The most tokens each answer may have")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setDecimals(2)
+        self.temperature.setValue(0.7)
+        self.temperature.setToolTip("0: always the most likely token (repeatable); higher: more varied")
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.05, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setDecimals(2)
+        self.top_p.setValue(0.95)
+        self.top_p.setToolTip("Sample only from the most likely tokens that together make up this share")
+        row = QHBoxLayout()
+        for label, box in (("Max new tokens", self.max_tokens), ("Temperature", self.temperature), ("Top-p", self.top_p)):
+            row.addWidget(QLabel(label))
+            row.addWidget(box)
+        row.addStretch(1)
+        return row
+
+    def options(self) -> dict[str, Any]:
+        """The generation settings shown in the page."""
+        return {"max_new_tokens": self.max_tokens.value(), "temperature": round(self.temperature.value(), 2),
+                "top_p": round(self.top_p.value(), 2), "system_prompt": self.system_prompt.toPlainText().strip()}
+
+    def _restore_options(self) -> None:
+        saved = self.history.options()
+        try:
+            self.max_tokens.setValue(int(saved.get("max_new_tokens", self.max_tokens.value())))
+            self.temperature.setValue(float(saved.get("temperature", self.temperature.value())))
+            self.top_p.setValue(float(saved.get("top_p", self.top_p.value())))
+            self.system_prompt.setPlainText(str(saved.get("system_prompt", "")))
+        except (TypeError, ValueError):  # a damaged saved value: keep the defaults
+            pass
+
+    def _fill_recent(self) -> None:
+        self.recent.clear()
+        prompts = self.history.prompts()
+        self.recent.addItem(f"{len(prompts)} recent prompt(s): choose one to reuse it" if prompts else "(none yet)", None)
+        for text in prompts:
+            self.recent.addItem(" ".join(text.split())[:80], text)
+        self.recent.setEnabled(bool(prompts))
+
+    def _recent_chosen(self, index: int) -> None:
+        text = self.recent.itemData(index)
+        if text:
+            self.prompt.setPlainText(text)
+        self.recent.setCurrentIndex(0)
 
     @property
     def running(self) -> bool:
@@ -211,18 +315,26 @@ class PlaygroundPage(QWidget):
         self.error.hide()
         for output in self.outputs.values():
             output.clear()
-        if adapter is None:
-            self.outputs["adapter"].setPlaceholderText("Choose an adapter to compare.")
-        worker = GenerationWorker(self.cache, base, str(adapter.path) if adapter else None, prompt, self.max_tokens.value())
+        options = self.options()
+        self.history.add(prompt)
+        self.history.set_options(options)
+        self._fill_recent()
+        self.side_status["base"].setText("Waiting for the model to load…")
+        self.side_status["adapter"].setText("Waiting for the model to load…" if adapter else "Choose an adapter to compare.")
+        worker = GenerationWorker(self.cache, base, str(adapter.path) if adapter else None, prompt, options)
         thread = QThread()
         worker.moveToThread(thread)
         queued = Qt.ConnectionType.QueuedConnection
         worker.status.connect(self._on_status, queued)
         worker.token.connect(self._on_token, queued)
+        worker.side_done.connect(self._on_side_done, queued)
+        worker.loading.connect(self._on_loading, queued)
         worker.finished.connect(self._on_finished, queued)
         worker.failed.connect(self._on_failed, queued)
         thread.started.connect(worker.run)
         self._thread, self._worker = thread, worker
+        if self.tasks is not None and not self.cache.holds(base, worker.adapter_dir):
+            self._loading_task = self.tasks.track("Playground model loading", on_cancel=self.stop)
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         thread.start()
@@ -233,9 +345,28 @@ class PlaygroundPage(QWidget):
             self._worker.stop()
             self.busy.start("Stopping…")
 
+    @Slot(int, int)
+    def _on_loading(self, done: int, total: int) -> None:
+        if self._loading_task is not None and self.tasks is not None:
+            self.tasks.update(self._loading_task, done, total)
+
+    def _end_loading(self, outcome: str, message: str = "") -> None:
+        if self._loading_task is not None and self.tasks is not None:
+            self.tasks.end(self._loading_task, outcome, message=message)
+        self._loading_task = None
+
     @Slot(str)
     def _on_status(self, text: str) -> None:
         self.busy.start(text)
+        if text.startswith("Generating"):
+            self._end_loading(DONE)
+            for side, label in self.side_status.items():
+                if label.text().startswith("Waiting"):
+                    label.setText("Generating…")
+
+    @Slot(str, object)
+    def _on_side_done(self, side: str, result: Any) -> None:
+        self.side_status[side].setText(result.summary())
 
     @Slot(str, str)
     def _on_token(self, side: str, piece: str) -> None:
@@ -246,10 +377,14 @@ class PlaygroundPage(QWidget):
         output.setTextCursor(cursor)
 
     def _end(self) -> None:
+        self._end_loading(CANCELLED)  # still open: the load was stopped
         if self._thread is not None:
             self._thread.quit()
             self._thread.wait()
         self._thread = self._worker = None
+        for label in self.side_status.values():  # a side that never answered (stopped while loading)
+            if label.text().startswith(("Waiting", "Generating")):
+                label.setText("Stopped before it answered.")
         self.busy.stop()
         self.generate_button.setEnabled(True)
         self.stop_button.setEnabled(False)
@@ -260,7 +395,11 @@ class PlaygroundPage(QWidget):
 
     @Slot(object)
     def _on_failed(self, exc: BaseException) -> None:
+        self._end_loading(FAILED, describe_error(exc))
         self._end()
+        for label in self.side_status.values():
+            if not label.text().startswith("Choose"):
+                label.setText("")
         self._show_error(describe_error(exc))
 
     def _show_error(self, text: str) -> None:

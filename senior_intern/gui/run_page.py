@@ -30,6 +30,7 @@ from senior_intern import paths
 from senior_intern.config import TrainingJob
 from senior_intern.gui.charts import ChartPanel
 from senior_intern.gui.errors import describe_error
+from senior_intern.gui.runs import run_history
 from senior_intern.gui.widgets import ERROR_STYLE
 from senior_intern.gui.worker import TrainingRunner
 from senior_intern.training.events import Evaluated, LogLevel, LogMessage, Progress, StateChanged, TrainingState, TrainingStatus
@@ -179,7 +180,25 @@ class RunPage(QWidget):
             return
         self._reset(f"Resuming {Path(path).name}")
         self._append_log(f"Resuming from {path}")
+        self._show_history(path)
         self.runner.resume(path)
+
+    def _show_history(self, path: str | Path) -> None:
+        """Put the resumed run's recorded steps (its metrics.jsonl) into the charts and the labels."""
+        try:
+            history = run_history(path)
+        except OSError:
+            history = None
+        if history is None:
+            return
+        self.charts.set_history(history.steps, history.losses, history.validation_steps, history.validation_losses,
+                                history.learning_rates, history.grad_norms)
+        if history.steps:
+            self.stats["Step"].setText(f"{history.last_step:,} (from the checkpoint)")
+            self.stats["Loss"].setText(_num(history.losses[-1]))
+        if history.validation_losses:
+            self.stats["Validation loss"].setText(_num(history.validation_losses[-1]))
+        self._append_log(f"Charts restored from the run's history: {len(history.steps)} steps")
 
     def resume_dialog(self) -> None:
         """Pick a run folder (or one of its checkpoints) and resume it."""
@@ -203,6 +222,7 @@ class RunPage(QWidget):
         self.log_view.clear()
         self.charts.start()
         self.charts.clear()  # drawn by the timer, one chart per tick
+        self.charts.start_hardware(self._started_at)  # CPU/RAM/GPU move every second, not only per step
         self.label_timer.start()
         self.pause_button.setText("Pause")
         self.cancel_button.setText("Cancel")
@@ -296,6 +316,7 @@ class RunPage(QWidget):
 
     # --- the end ----------------------------------------------------------------------------------
     def _finish_ui(self) -> None:
+        self.charts.stop_hardware()
         self.charts.stop()
         self.label_timer.stop()
         self._refresh_labels()

@@ -75,3 +75,64 @@ def find_interrupted_runs(runs_root: str | Path | None = None) -> list[Interrupt
             continue
         out.append(InterruptedRun(run_dir, run_dir.name, step, newest.stat().st_mtime))
     return sorted(out, key=lambda r: r.modified, reverse=True)
+
+
+@dataclass
+class RunHistory:
+    """What a run recorded in its ``metrics.jsonl`` up to the checkpoint it resumes from."""
+
+    steps: list[int]
+    losses: list[float]
+    learning_rates: list[float]
+    grad_norms: list[float | None]
+    validation_steps: list[int]
+    validation_losses: list[float]
+
+    @property
+    def last_step(self) -> int:
+        """The last optimizer step recorded (0 when none)."""
+        return self.steps[-1] if self.steps else 0
+
+
+def _resume_point(path: Path) -> tuple[Path, int | None]:
+    """(run folder, step of the checkpoint resumed from) for a run folder or one of its checkpoints."""
+    if path.parent.name == layout.CHECKPOINTS_DIR:  # a checkpoint folder (step-… or best)
+        run_dir = path.parent.parent
+        step = layout.checkpoint_step(path.name)
+        if step is None and (path / layout.STATE_FILE).is_file():
+            try:
+                step = int(json.loads((path / layout.STATE_FILE).read_text(encoding="utf-8"))["position"]["global_step"])
+            except (OSError, ValueError, KeyError, TypeError):
+                step = None
+        return run_dir, step
+    steps = [layout.checkpoint_step(p.parent.name)
+             for p in (path / layout.CHECKPOINTS_DIR).glob(f"{layout.CHECKPOINT_PREFIX}*/{layout.STATE_FILE}")]
+    steps = [s for s in steps if s is not None]
+    return path, max(steps) if steps else None
+
+
+def run_history(path: str | Path) -> RunHistory | None:
+    """The training and validation points of the run being resumed from ``path`` (a run folder or a
+    checkpoint), cut at the checkpoint's step (later points are trained again); None without metrics."""
+    run_dir, until = _resume_point(Path(path))
+    metrics = run_dir / layout.METRICS_FILE
+    if not metrics.is_file():
+        return None
+    history = RunHistory([], [], [], [], [], [])
+    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError):  # a line cut by a crash: skip it
+            continue
+        if until is not None and step > until:
+            continue
+        if record.get("type") == "train" and record.get("loss") is not None:
+            history.steps.append(step)
+            history.losses.append(float(record["loss"]))
+            history.learning_rates.append(float(record.get("lr") or 0.0))
+            history.grad_norms.append(record.get("grad_norm"))
+        elif record.get("type") == "eval" and record.get("validation_loss") is not None:
+            history.validation_steps.append(step)
+            history.validation_losses.append(float(record["validation_loss"]))
+    return history if history.steps or history.validation_steps else None

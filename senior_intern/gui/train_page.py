@@ -33,6 +33,7 @@ from senior_intern.gui.dataset_panel import DatasetPanel
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.estimate_panel import EstimatePanel
 from senior_intern.gui.job_form import JobForm
+from senior_intern.gui.run_page import format_duration
 from senior_intern.gui.settings import AppSettings
 from senior_intern.gui.tasks import TaskRunner
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine, PathPicker
@@ -98,6 +99,8 @@ class TrainPage(QWidget):
         self.warnings_label = QLabel()
         self.warnings_label.setWordWrap(True)
         self.estimate = EstimatePanel(tasks)
+        self._duration_note = " The duration shows once the estimate is ready."
+        self.estimate.estimate_changed.connect(self._estimate_changed)
         self.save_button = QPushButton("Save job…")
         self.load_button = QPushButton("Load job…")
         self.start_button = QPushButton("Start training")
@@ -204,7 +207,15 @@ class TrainPage(QWidget):
         match = next((name for name, sections in PRESETS.items()
                       if all(getattr(getattr(job, sec), k) == v for sec, values in sections.items() for k, v in values.items())), CUSTOM)
         self.preset.setCurrentText(match)
-        self.preset_description.setText(PRESET_DESCRIPTIONS.get(match, "Your own settings."))
+        self.preset_description.setText(PRESET_DESCRIPTIONS.get(match, "Your own settings.") + self._duration_note)
+
+    def _estimate_changed(self, est) -> None:
+        """The preset's text takes its duration from the estimate for this model, dataset and machine."""
+        if est is None:
+            self._duration_note = " The duration shows once the estimate is ready."
+        else:
+            self._duration_note = f" Here: about {format_duration(est.duration_seconds)} on {est.device} (the estimate)."
+        self._sync_preset()
 
     # --- edits and validation -----------------------------------------------------------------------
     def _model_changed(self, path: str) -> None:
@@ -284,7 +295,7 @@ class TrainPage(QWidget):
             return
         self.model_busy.start("Reading the model…")
         self.tasks.submit(analysis.model_details, path, on_done=self._model_details_ready,
-                          on_error=self._model_details_failed, latest="model details")
+                          on_error=self._model_details_failed, latest="model details", name="Reading the model")
 
     def _model_details_ready(self, facts: dict[str, str]) -> None:
         self.model_busy.stop()
@@ -303,7 +314,8 @@ class TrainPage(QWidget):
         cached = analysis.tokenizer_cached(job.base_model_path)
         self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
         self.tasks.submit(doctor.analyze, job, on_done=lambda result: self._analysis_ready(key, result),
-                          on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis")
+                          on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis",
+                          name="Dataset scan" if cached else "Tokenizer loading and dataset scan")
 
     def _analysis_ready(self, key: tuple, result: analysis.DatasetAnalysis) -> None:
         self._analysis, self._analysis_for, self._analysis_error, self._diagnosis = result, key, "", None

@@ -134,7 +134,10 @@ class PathPicker(QFrame):
 
 
 class BusyLine(QWidget):
-    """An indeterminate progress bar with a short text, shown while background work runs."""
+    """A progress bar with a short text, shown while background work runs.
+
+    The bar is indeterminate until ``set_progress`` gives it a known total.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -153,6 +156,22 @@ class BusyLine(QWidget):
     def start(self, text: str) -> None:
         """Show the bar with ``text``."""
         self.label.setText(text)
+        self.bar.show()
+        self.show()
+
+    def set_progress(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` (a total of 0 or less: indeterminate)."""
+        if total > 0:
+            self.bar.setRange(0, total)
+            self.bar.setValue(max(0, min(done, total)))
+        else:
+            self.bar.setRange(0, 0)
+
+    def set_idle(self, text: str) -> None:
+        """Show ``text`` alone, without the bar (nothing running)."""
+        self.label.setText(text)
+        self.bar.hide()
+        self.bar.setRange(0, 0)
         self.show()
 
     def stop(self) -> None:

@@ -86,8 +86,45 @@ def test_playground_loads_on_the_recommended_device(monkeypatch, tmp_path):
     asked = []
     monkeypatch.setattr(detect, "recommended_device", lambda: "cuda:1")
     monkeypatch.setattr(models, "load_base_model",
-                        lambda path, device="cpu", dtype=None: asked.append(device) or types.SimpleNamespace(model="m", tokenizer="t", info=None))
+                        lambda path, device="cpu", dtype=None, progress=None: asked.append(device) or types.SimpleNamespace(model="m", tokenizer="t", info=None))
     play = gen.load_for_playground(tmp_path)
     assert asked == ["cuda:1"] and play.model == "m"
     gen.load_for_playground(tmp_path, device="cpu")
     assert asked[-1] == "cpu"
+
+
+def test_stop_reasons_tokens_per_second_and_sampling_settings(phrase_adapter) -> None:
+    from senior_intern.adapters.generate import STOP_BY_USER, STOP_END_OF_TEXT, STOP_MAX_TOKENS, build_prompt, generate_detailed
+
+    model, adapter = phrase_adapter
+    play = load_for_playground(model, adapter)
+    play.lora.enable()
+    short = generate_detailed(play.model, play.tokenizer, "def add", max_new_tokens=2)
+    assert short.stop_reason == STOP_MAX_TOKENS and short.tokens == 2 and short.tokens_per_second > 0
+    assert "reached the max new tokens" in short.summary() and "tokens/s" in short.summary()
+    full = generate_detailed(play.model, play.tokenizer, "def add", max_new_tokens=30)
+    assert full.stop_reason == STOP_END_OF_TEXT and full.text.strip() == PHRASE and full.tokens < 30
+    stopped = generate_detailed(play.model, play.tokenizer, "def add", max_new_tokens=30, should_stop=lambda: True)
+    assert stopped.stop_reason == STOP_BY_USER and stopped.tokens == 0
+    # a tiny nucleus keeps only the most likely token: the same as greedy, whatever the seed
+    greedy = generate_detailed(play.model, play.tokenizer, "def add", max_new_tokens=6).text
+    for seed in (1, 2):
+        assert generate_detailed(play.model, play.tokenizer, "def add", max_new_tokens=6, temperature=1.5, top_p=1e-6, seed=seed).text == greedy
+    with pytest.raises(ValueError, match="top_p"):
+        generate_detailed(play.model, play.tokenizer, "x", top_p=0.0)
+    plain, with_system = build_prompt(play.tokenizer, "def add"), build_prompt(play.tokenizer, "def add", "Be brief.")
+    assert len(with_system) > len(plain) and with_system != plain
+
+
+def test_both_answers_advance_together_and_match_separate_runs(phrase_adapter) -> None:
+    model, adapter = phrase_adapter
+    play = load_for_playground(model, adapter)
+    order: list[str] = []
+    done: dict[str, object] = {}
+    results = play.generate_together("def add", {"base": False, "adapter": True}, max_new_tokens=8,
+                                     on_token=lambda side, piece: order.append(side), on_done=done.__setitem__)
+    assert results["adapter"].text.strip() == PHRASE
+    assert results["base"].text == play.generate("def add", False, max_new_tokens=8)  # no cross-talk between the sides
+    assert set(done) == {"base", "adapter"}
+    first_adapter = order.index("adapter")
+    assert first_adapter < len(order) - 1 and "base" in order[first_adapter:]  # interleaved, not one after the other

@@ -260,3 +260,25 @@ def test_gguf_convert_hint(tmp_path):
         "--outtype",
         "f16",
     ]
+
+
+def test_merge_reports_progress_and_a_cancel_leaves_nothing(tmp_path, tiny_base_dir):
+    adapter = tmp_path / "adapter"
+    save_peft_adapter(make_tiny_llama(), adapter)
+    layers = len(read_peft_adapter(adapter).modules)
+    seen: list[tuple[int, int]] = []
+    merge_adapter(adapter, tiny_base_dir, tmp_path / "merged", on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, layers + 2) and seen[-1] == (layers + 1, layers + 2)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_halfway(done: int, total: int) -> None:
+        if done > layers // 2:
+            raise Cancelled
+
+    out = tmp_path / "cancelled"
+    with pytest.raises(Cancelled):
+        merge_adapter(adapter, tiny_base_dir, out, on_progress=cancel_halfway)
+    assert not out.exists() and _leftovers(tmp_path) == []

@@ -188,6 +188,9 @@ def test_export_for_runners_merged_with_progress_and_modelfile(library_page, qtb
     assert progress[-1] == (total, total, True) and len(progress) == total
     assert not page.export_bar.isVisible() and opened == [str(out.parent)]
     assert (out.parent / "Modelfile").read_text().startswith("FROM ./merged.gguf")
+    notice = page.window().activity_notice  # the activity centre announces the file
+    assert notice.isVisible() and "GGUF export finished in" in notice.label.text() and str(out) in notice.label.text()
+    assert notice.button("Open folder") and notice.button("Copy path")
     assert {t.name for t in gguf.GGUFReader(out).tensors} == {t.name for t in gguf.GGUFReader(base).tensors}
     # Again without "replace": a readable refusal, the file left alone
     size = out.stat().st_size

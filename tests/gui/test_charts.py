@@ -133,3 +133,36 @@ def test_charts_follow_a_palette_change(qtbot):
     dark.setColor(QPalette.ColorRole.Text, QColor("#e8eaed"))
     panel.setPalette(dark)
     assert panel.plots["loss"].backgroundBrush().color().name() == "#202124"
+
+
+def test_a_new_run_starts_from_fresh_axes(qtbot):
+    panel = ChartPanel()
+    qtbot.addWidget(panel)
+    for step in range(1, 201):
+        panel.add_progress(progress(step, 30.0 - step / 10))
+    panel.refresh()
+    (x0, x1), (y0, y1) = panel.plots["loss"].getViewBox().viewRange()
+    assert x1 > 150 and y1 > 20
+    panel.clear()  # the next run
+    (x0, x1), (y0, y1) = panel.plots["loss"].getViewBox().viewRange()
+    assert x1 < 5 and y1 <= 1.01
+    assert panel.plots["system"].getViewBox().viewRange()[0][1] < 70
+
+
+def test_resume_history_from_metrics_jsonl(tmp_path):
+    import json
+
+    from senior_intern.gui.runs import run_history
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000004").mkdir(parents=True)
+    (run / "checkpoints" / "step-0000004" / "state.json").write_text("{}")
+    lines = [{"type": "train", "step": s, "loss": 3.0 - s / 10, "lr": 1e-3, "grad_norm": 0.5} for s in range(1, 7)]
+    lines.insert(2, {"type": "eval", "step": 2, "validation_loss": 2.5})
+    text = "\n".join(json.dumps(line) for line in lines) + '\n{"type": "train", "st'  # a line cut by a crash
+    (run / "metrics.jsonl").write_text(text)
+    history = run_history(run)
+    assert history.steps == [1, 2, 3, 4] and history.last_step == 4  # later steps are trained again
+    assert history.validation_steps == [2] and history.grad_norms == [0.5] * 4
+    assert run_history(run / "checkpoints" / "step-0000004").steps == [1, 2, 3, 4]
+    assert run_history(tmp_path / "nothing-here") is None

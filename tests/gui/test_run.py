@@ -133,13 +133,22 @@ def test_pause_resume_and_cancel(window, qtbot, tiny_job: TrainingJob):
     assert result.resume_checkpoint and Path(result.resume_checkpoint).is_dir()
     assert "Cancelled" in page.summary_label.text() and not page.continue_button.isHidden()
     assert page.library_button.isHidden()
+    # One duration: "Cancelled after X" is the Elapsed label, and no stale ETA stays
+    elapsed = page.stats["Elapsed"].text()
+    assert f"after {elapsed}," in page.summary_label.text() and page.stats["ETA"].text() == "–"
     # Resuming continues from the checkpoint and finishes with an adapter.
     done_before = result.total_steps
     tiny_job.training.epochs = 20
     page.continue_button.click()
+    # the charts show the run's history at once, before the first new step
+    checkpoint_step = int(Path(result.resume_checkpoint).name.removeprefix("step-"))
+    assert page.charts.point_count("loss") == checkpoint_step and page.progress_events == 0
+    assert page.stats["Step"].text() == f"{checkpoint_step} (from the checkpoint)"
     qtbot.waitUntil(lambda: page.state == TrainingState.TRAINING, timeout=RUN_TIMEOUT_MS)
     qtbot.waitUntil(lambda: page.progress_events >= 1, timeout=RUN_TIMEOUT_MS)
     assert page.last_progress.global_step > done_before
+    steps = page.charts.series["loss"].x
+    assert (steps[1:] > steps[:-1]).all()  # the new steps continue the restored curve
     window.actions_["cancel"].trigger()
     assert _wait_result(qtbot, page).status == TrainingStatus.CANCELLED
 

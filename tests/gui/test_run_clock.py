@@ -86,3 +86,21 @@ def test_pause_and_cancel_say_pending_until_they_take_effect(qtbot):
     assert not page.pause_button.isEnabled()  # a cancel is on its way: no pausing meanwhile
     page._finish_ui()
     assert page.cancel_button.text() == "Cancel" and page.stats["ETA"].text() in ("–",)
+
+
+def test_hardware_charts_tick_every_second_without_steps(qtbot, monkeypatch):
+    from senior_intern.gui import charts as charts_module
+
+    monkeypatch.setattr(charts_module, "HARDWARE_TICK_MS", 100)
+    page = RunPage(FakeRunner())
+    qtbot.addWidget(page)
+    page.charts.hardware_timer.setInterval(charts_module.HARDWARE_TICK_MS)
+    page._reset("Training")
+    qtbot.waitUntil(lambda: page.charts.point_count("cpu") >= 3, timeout=5000)
+    assert page.progress_events == 0 and page.charts.point_count("ram") >= 3  # no step yet, the chart moves
+    xs = page.charts.series["cpu"].x
+    assert (xs[1:] >= xs[:-1]).all()
+    page._finish_ui()
+    count = page.charts.point_count("cpu")
+    qtbot.wait(300)
+    assert page.charts.point_count("cpu") == count  # the run ended: no more readings

@@ -164,3 +164,23 @@ def test_issues_are_data_the_form_marks_without_reading_their_words(window):
     assert epochs and epochs[0].severity is Severity.WARNING
     assert result.warnings == [i.message for i in result.issues if i.severity is Severity.WARNING]
     assert not result.is_valid and "Adam betas must be in [0, 1)" in result.errors
+
+
+def test_the_preset_text_takes_its_duration_from_the_estimate(window, qtbot):
+    from senior_intern.gui.run_page import format_duration
+
+    page = window.train_page
+    page.preset.setCurrentText("quick")
+    page.preset.activated.emit(page.preset.currentIndex())
+    assert "laptop" not in page.preset_description.text()  # no fixed figure
+    estimates = []
+    page.estimate.estimate_changed.connect(estimates.append)
+    qtbot.waitUntil(lambda: any(e is not None for e in estimates), timeout=60000)
+    est = [e for e in estimates if e is not None][-1]
+    text = page.preset_description.text()
+    assert text.startswith("Quick test") and f"about {format_duration(est.duration_seconds)} on {est.device}" in text
+    assert f"about {format_duration(est.duration_seconds)}" in page.estimate.value("Duration")  # the same figure
+    _line(window, "lora.rank").set(12)
+    _line(window, "lora.rank").changed.emit()  # a new estimate is on its way: no stale duration
+    assert page.preset.currentText() == "Custom"
+    qtbot.waitUntil(lambda: "once the estimate is ready" in page.preset_description.text() or estimates[-1] is not None, timeout=60000)
