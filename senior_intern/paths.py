@@ -37,6 +37,11 @@ def adapters_dir() -> Path:
     return data_dir() / "adapters"
 
 
+def exports_dir() -> Path:
+    """Default folder for merged models and GGUF exports, next to the adapter library."""
+    return data_dir() / "exports"
+
+
 def runs_dir() -> Path:
     """Default output folder for training runs (one sub-folder per job)."""
     return data_dir() / "runs"

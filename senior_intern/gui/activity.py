@@ -41,7 +41,8 @@ def describe_end(info: TaskInfo) -> str:
     """"GGUF export finished in 0:42: /path" / "Merge was cancelled after 0:10" / "… failed …"."""
     took = format_duration(info.elapsed())
     if info.outcome == DONE:
-        return f"{info.name} finished in {took}" + (f": {info.path}" if info.path else ".")
+        said = f"{info.name} finished in {took}" + (f": {info.path}" if info.path else ".")
+        return f"{said}\n{info.message}" if info.message else said
     if info.outcome == CANCELLED:
         return f"{info.name} was cancelled after {took}."
     return f"{info.name} failed after {took}: {info.message}" if info.message else f"{info.name} failed after {took}."

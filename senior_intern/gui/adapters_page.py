@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyle,
     QTableView,
     QToolBar,
     QVBoxLayout,
@@ -129,16 +130,21 @@ class AdaptersPage(QWidget):
         self.empty_label = QLabel("No adapters yet: finish a training run, or import a PEFT adapter folder.")
 
         self.buttons: dict[str, QAction] = {}
-        actions = (("Refresh", self.refresh), ("Import…", self.import_dialog), ("Rename…", self.rename_selected),
-                   ("Delete…", self.delete_selected), ("Export GGUF…", self.export_gguf_selected),
-                   ("Merge && export…", self.merge_selected), (EXPORT_FOR_RUNNERS, self.export_for_runners_selected),
-                   ("Open folder", self.open_folder_selected),
-                   ("Try in playground", self.try_selected))
+        icon = lambda name: self.style().standardIcon(getattr(QStyle.StandardPixmap, name))  # noqa: E731
+        actions = (("Refresh", self.refresh, "SP_BrowserReload"), ("Import…", self.import_dialog, "SP_DialogOpenButton"),
+                   ("Rename…", self.rename_selected, "SP_FileDialogDetailedView"), ("Delete…", self.delete_selected, "SP_TrashIcon"),
+                   ("Export GGUF…", self.export_gguf_selected, "SP_DialogSaveButton"),
+                   ("Merge && export…", self.merge_selected, "SP_FileDialogNewFolder"),
+                   (EXPORT_FOR_RUNNERS, self.export_for_runners_selected, "SP_DriveHDIcon"),
+                   ("Open folder", self.open_folder_selected, "SP_DirOpenIcon"),
+                   ("Try in playground", self.try_selected, "SP_MediaPlay"))
         toolbar = QToolBar()  # overflows into a menu when the window is narrow
-        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        for label, slot in actions:
-            action = toolbar.addAction(label)  # "&&" shows as "&" (a single "&" marks a mnemonic)
+        toolbar.setObjectName("adaptersToolbar")
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for label, slot, pixmap in actions:
+            action = toolbar.addAction(icon(pixmap), label)  # "&&" shows as "&" (a single "&" marks a mnemonic)
             action.triggered.connect(slot)
+            toolbar.widgetForAction(action).setAutoRaise(False)  # drawn as a button, so it looks clickable
             self.buttons[label.replace("&&", "&")] = action
 
         self.info = {key: QLabel("–") for key in ("Name", "Id", "Path", "Base model", "Status")}
@@ -307,20 +313,20 @@ class AdaptersPage(QWidget):
             self.buttons[key].setEnabled(a is not None)
 
     # --- actions ----------------------------------------------------------------------------------
-    def _run(self, fn, *args, done_message: str | None = None, select: str | None = None, title: str = "Adapter library",
-             name: str | None = None, result_path: Any = None, cancellable: bool = False) -> None:
-        """Run a library action as a named task (announced at its end when it makes a file: ``result_path``)."""
+    def _run(self, fn, *args, select: str | None = None, title: str = "Adapter library", name: str | None = None,
+             result_path: Any = None, result_note: Any = None, cancellable: bool = False) -> None:
+        """Run a library action as a named task. One that makes a file (``result_path``) is announced at its
+        end by the window's activity notice, with Open folder / Copy path and ``result_note``'s next step."""
         self.busy.start(f"{name or title}…")
 
         def done(result: Any) -> None:
-            """Report success (when asked) and show the new state of the library."""
+            """Show the new state of the library."""
             self.busy.stop()
-            if done_message:
-                QMessageBox.information(self, title, done_message.format(result=result))
             self.refresh(select=getattr(result, "id", None) or select)
 
         self.tasks.submit(fn, *args, on_done=done, on_error=lambda exc: self._failed(exc, title), on_cancelled=self.busy.stop,
-                          name=name or title, control=cancellable, cancellable=cancellable, result_path=result_path)
+                          name=name or title, control=cancellable, cancellable=cancellable, result_path=result_path,
+                          result_note=result_note)
 
     def rename_selected(self) -> None:
         """Ask for a new name for the selected adapter."""
@@ -370,22 +376,22 @@ class AdaptersPage(QWidget):
         if base and not base.lower().endswith(".gguf"):
             demo = defaults.demo_model_path()
             base = str(demo) if demo else base
-        choice = ExportGgufDialog.ask(self, base, str(a.path / "adapter.gguf"))
+        choice = ExportGgufDialog.ask(self, base, str(paths.exports_dir() / f"{a.id}.lora.gguf"))
         if choice is not None:
             self._run(_export_gguf, str(a.path), choice.base_model, choice.out_path, choice.dtype, select=a.id,
-                      done_message="GGUF adapter written to {result}\nLoad it in llama.cpp with --lora.", title="Export GGUF",
-                      name="GGUF adapter export", result_path=lambda path: path)
+                      title="Export GGUF", name="GGUF adapter export", result_path=lambda path: path,
+                      result_note=lambda path: f"llama.cpp: llama-cli -m {choice.base_model} --lora {path}")
 
     def merge_selected(self) -> None:
         """Merge the selected adapter into its base model and save the merged model."""
         a = self.selected()
         if a is None or a.damaged:
             return
-        choice = MergeDialog.ask(self, self._default_base(a), str(Path.home() / f"{a.id}-merged"))
+        choice = MergeDialog.ask(self, self._default_base(a), str(paths.exports_dir() / f"{a.id}-merged"))
         if choice is not None:
             self._run(_merge, str(a.path), choice.base_model, choice.out_dir, choice.dtype, select=a.id,
-                      done_message=f"Merged model saved to {choice.out_dir}.\nTo make a GGUF of it with llama.cpp:\n{{result}}",
-                      title="Merge adapter", name="Merge", result_path=lambda _: choice.out_dir, cancellable=True)
+                      title="Merge adapter", name="Merge", result_path=lambda _: choice.out_dir, cancellable=True,
+                      result_note=lambda command: f"To make a GGUF of it with llama.cpp: {command}")
 
     def export_for_runners_selected(self) -> None:
         """Export the selected adapter as a merged or adapter GGUF (and Modelfile); open the folder at the end."""
@@ -396,18 +402,17 @@ class AdaptersPage(QWidget):
         if not base.lower().endswith(".gguf"):
             demo = defaults.demo_model_path()
             base = str(demo) if demo else ""
-        choice = RunnerExportDialog.ask(self, base, str(Path.home() / f"{a.id}.gguf"))
+        choice = RunnerExportDialog.ask(self, base, str(paths.exports_dir() / f"{a.id}.gguf"))
         if choice is None:
             return
         self.export_bar.setRange(0, 0)
         self.export_bar.show()
         self.busy.start("Exporting…")
 
-        def done(message: str) -> None:
-            """Show the summary and open the folder that holds the export."""
+        def done(_message: str) -> None:
+            """Open the folder that holds the export (the notice says what was written and how to run it)."""
             self.busy.stop()
             self.export_bar.hide()
-            QMessageBox.information(self, EXPORT_FOR_RUNNERS, message)
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(choice.out_path).parent)))
 
         def failed(exc: BaseException) -> None:
@@ -422,7 +427,7 @@ class AdaptersPage(QWidget):
 
         self.tasks.submit(_export_for_runners, choice, str(a.path), self.export_progress.emit, on_done=done, on_error=failed,
                           on_cancelled=cancelled, name="GGUF export", control=True, cancellable=True,
-                          result_path=lambda _: choice.out_path)
+                          result_path=lambda _: choice.out_path, result_note=lambda message: message)
 
     def _export_progress(self, done: int, total: int) -> None:
         self.export_bar.setRange(0, total)

@@ -8,10 +8,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QWidget)
 
 GGUF_DTYPES = ("f16", "f32", "bf16", "q8_0")
 MERGE_DTYPES = ("float16", "bfloat16", "float32")
+DIALOG_MIN_WIDTH = 680  # wide enough that a library path and a model path show whole
+
+# What each data or quantisation type means, shown under the choice and as its tooltip.
+TYPE_HELP = {
+    "same": "the base's own type for every merged tensor (Q8_0 where the gguf package cannot write it)",
+    "f32": "32-bit float: exact, 4 bytes per weight",
+    "float32": "32-bit float: exact, 4 bytes per weight, the largest folder",
+    "f16": "16-bit float: 2 bytes per weight, what llama.cpp loads LoRA adapters as by default",
+    "float16": "16-bit float: 2 bytes per weight, what most tools load",
+    "bf16": "bfloat16: 2 bytes per weight, float32's range with less precision",
+    "bfloat16": "bfloat16: 2 bytes per weight, float32's range with less precision",
+    "q8_0": "8-bit blocks: about 1.06 bytes per weight, near-lossless",
+    "q4_0": "4-bit blocks: about 0.56 bytes per weight, smallest, some quality loss",
+}
+
+
+def type_help_label(combo: QComboBox) -> QLabel:
+    """A label under ``combo`` that says what its current type means (kept up to date)."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setObjectName("typeHelp")
+
+    def update() -> None:
+        text = TYPE_HELP.get(combo.currentText(), "")
+        label.setText(text)
+        combo.setToolTip(text)
+
+    combo.currentTextChanged.connect(update)
+    update()
+    return label
 
 
 @dataclass(frozen=True)
@@ -57,6 +88,8 @@ class _PathsDialog(QDialog):
         form.addRow("Base model", _path_row(self.base, self._browse_base))
         form.addRow(out_label, _path_row(self.out, self._browse_out))
         form.addRow("Data type", self.dtype)
+        form.addRow("", type_help_label(self.dtype))
+        self.setMinimumWidth(DIALOG_MIN_WIDTH)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)

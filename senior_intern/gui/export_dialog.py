@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QLineEdit, QWidget
 
-from senior_intern.gui.dialogs import _path_row
+from senior_intern.gui.dialogs import DIALOG_MIN_WIDTH, _path_row, type_help_label
 
 KINDS = {"Merged GGUF (one file)": "merged", "Adapter GGUF (base + --lora)": "adapter"}
 TYPES = {"merged": ("same", "q8_0", "q4_0", "f16", "bf16"), "adapter": ("f16", "f32", "bf16", "q8_0")}
@@ -49,6 +49,8 @@ class RunnerExportDialog(QDialog):
         form.addRow("Base model (.gguf)", _path_row(self.base, self._browse_base))
         form.addRow("Output file", _path_row(self.out, self._browse_out))
         form.addRow("Type", self.qtype)
+        form.addRow("", type_help_label(self.qtype))
+        self.setMinimumWidth(DIALOG_MIN_WIDTH)
         form.addRow(self.ollama)
         form.addRow(self.overwrite)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)

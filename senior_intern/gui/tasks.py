@@ -152,6 +152,7 @@ class TaskRunner(QObject):
         cancellable: bool = False,
         notify: bool = False,
         result_path: Callable[[Any], Any] | None = None,
+        result_note: Callable[[Any], str] | None = None,
     ) -> int:
         """Run ``fn(*args)`` in the background; return the task id.
 
@@ -159,13 +160,14 @@ class TaskRunner(QObject):
         cancelled task calls ``on_cancelled()`` instead). With ``latest`` (a name such as ``"dataset analysis"``),
         only the newest task of that name reports back: results of older ones, made for settings
         that have changed, are dropped. ``control`` passes a ``TaskControl`` as ``task=``;
-        ``notify`` announces the end, with the file or folder ``result_path(result)`` names.
+        ``notify`` announces the end, with the file or folder ``result_path(result)`` names and the
+        words ``result_note(result)`` adds (what to do with it next).
         """
         task_id = next(self._ids)
         was_busy = self.busy
-        self._callbacks[task_id] = (on_done, on_error, on_cancelled, result_path)
+        self._callbacks[task_id] = (on_done, on_error, on_cancelled, result_path, result_note)
         info = TaskInfo(task_id, name or latest or getattr(fn, "__name__", "task").strip("_").replace("_", " "),
-                        cancellable=cancellable, notify=notify or result_path is not None)
+                        cancellable=cancellable, notify=notify or result_path is not None or result_note is not None)
         self._infos[task_id] = info
         if latest is not None:
             self._keys[task_id] = latest
@@ -236,18 +238,23 @@ class TaskRunner(QObject):
 
     @Slot(int, bool, object)
     def _dispatch(self, task_id: int, ok: bool, value: Any) -> None:
-        on_done, on_error, on_cancelled, result_path = self._callbacks.pop(task_id, (None, None, None, None))
+        on_done, on_error, on_cancelled, result_path, result_note = self._callbacks.pop(task_id, (None,) * 5)
         key = self._keys.pop(task_id, None)
         if key is not None and self._latest.get(key) != task_id:
             on_done = on_error = on_cancelled = None  # superseded by a newer task of the same name
         cancelled = not ok and isinstance(value, TaskCancelled)
         outcome = DONE if ok else CANCELLED if cancelled else FAILED
-        path = None
+        path, note = None, ""
         if ok and result_path is not None:
             try:
                 path = result_path(value)
             except Exception:  # a result without a path: announce without the buttons
                 path = None
+        if ok and result_note is not None:
+            try:
+                note = result_note(value)
+            except Exception:  # a result the note cannot describe: announce without it
+                note = ""
         try:
             if ok and on_done is not None:
                 on_done(value)
@@ -256,7 +263,7 @@ class TaskRunner(QObject):
             elif not ok and not cancelled and on_error is not None:
                 on_error(value)
         finally:
-            self.end(task_id, outcome, path, "" if ok or cancelled else str(value))
+            self.end(task_id, outcome, path, note if ok else "" if cancelled else str(value))
             if not self.busy:
                 self.busy_changed.emit(False)
 

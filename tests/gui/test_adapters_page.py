@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QMessageBox
 
 from senior_intern.gui.adapters_page import COLUMNS, ID_ROLE
 from senior_intern.gui.dialogs import ExportChoice, ExportGgufDialog, MergeChoice, MergeDialog
@@ -96,8 +96,12 @@ def test_export_gguf_through_the_ui(library_page, qtbot, monkeypatch, tmp_path, 
     monkeypatch.setattr(ExportGgufDialog, "ask", staticmethod(ask))
     with qtbot.waitSignal(page.changed, timeout=60000):
         page.buttons["Export GGUF…"].trigger()
-    assert asked and asked[0][1].endswith("adapter.gguf")
-    assert messages and messages[-1][0] == "information" and str(out) in messages[-1][2]
+    from senior_intern import paths
+
+    assert asked and asked[0][1] == str(paths.exports_dir() / f"{adapter_id}.lora.gguf")  # beside the library
+    notice = page.window().activity_notice  # no modal: the notice names the file and how to run it
+    assert messages == [] and notice.isVisible() and str(out) in notice.label.text()
+    assert f"--lora {out}" in notice.label.text() and notice.button("Open folder")
     reader = gguf.GGUFReader(str(out))
     names = [t.name for t in reader.tensors]
     assert any(n.endswith(".lora_a") for n in names) and len(names) == 2 * 2 * 2  # 2 layers x q,v x (a, b)
@@ -118,11 +122,17 @@ def test_merge_through_the_ui(library_page, qtbot, monkeypatch, tmp_path, tiny_m
     page = library_page
     _import(page, qtbot, monkeypatch, save_peft_adapter(tmp_path / "to-merge"))
     out = tmp_path / "merged"
-    monkeypatch.setattr(MergeDialog, "ask", staticmethod(lambda *a: MergeChoice(str(tiny_model_dir), str(out), "float32")))
+    defaults = []
+    monkeypatch.setattr(MergeDialog, "ask", staticmethod(lambda parent, base, default: defaults.append(default)
+                                                         or MergeChoice(str(tiny_model_dir), str(out), "float32")))
     with qtbot.waitSignal(page.changed, timeout=60000):
         page.buttons["Merge & export…"].trigger()
     assert (out / "config.json").is_file()
-    assert messages[-1][0] == "information" and "convert_hf_to_gguf.py" in messages[-1][2]
+    from senior_intern import paths
+
+    assert Path(defaults[0]).parent == paths.exports_dir()  # not the home folder
+    notice = page.window().activity_notice
+    assert messages == [] and "convert_hf_to_gguf.py" in notice.label.text() and str(out) in notice.label.text()
 
 
 def test_damaged_adapters_are_listed_as_damaged(library_page, qtbot, monkeypatch, tmp_path):
@@ -137,6 +147,15 @@ def test_damaged_adapters_are_listed_as_damaged(library_page, qtbot, monkeypatch
     page.select("broken-0001")
     assert not page.buttons["Rename…"].isEnabled() and not page.buttons["Export GGUF…"].isEnabled()
     assert page.buttons["Delete…"].isEnabled() and page.info["Status"].text().startswith("Damaged")
+
+
+def test_the_toolbar_actions_look_like_buttons(library_page):
+    from PySide6.QtWidgets import QToolBar
+
+    toolbar = library_page.findChild(QToolBar, "adaptersToolbar")
+    for label, action in library_page.buttons.items():
+        button = toolbar.widgetForAction(action)
+        assert not button.autoRaise() and not action.icon().isNull(), label
 
 
 def test_filter_sort_and_details(library_page, qtbot, monkeypatch, tmp_path):
@@ -181,14 +200,14 @@ def test_export_for_runners_merged_with_progress_and_modelfile(library_page, qtb
     page.export_progress.connect(lambda done, total: progress.append((done, total, page.export_bar.isVisible())))
     assert page.buttons[EXPORT_FOR_RUNNERS].isEnabled()
     page.buttons[EXPORT_FOR_RUNNERS].trigger()
-    qtbot.waitUntil(lambda: bool(messages), timeout=60000)
-    kind, title, text = messages[-1]
-    assert kind == "information" and title == EXPORT_FOR_RUNNERS and "Merged GGUF written" in text and "ollama create" in text
+    notice = page.window().activity_notice  # the activity centre announces the file, with how to run it
+    qtbot.waitUntil(lambda: notice.isVisible() and "GGUF export finished" in notice.label.text(), timeout=60000)
+    text = notice.label.text()
+    assert messages == [] and "Merged GGUF written" in text and "ollama create" in text
     total = len(gguf.GGUFReader(base).tensors)
     assert progress[-1] == (total, total, True) and len(progress) == total
     assert not page.export_bar.isVisible() and opened == [str(out.parent)]
     assert (out.parent / "Modelfile").read_text().startswith("FROM ./merged.gguf")
-    notice = page.window().activity_notice  # the activity centre announces the file
     assert notice.isVisible() and "GGUF export finished in" in notice.label.text() and str(out) in notice.label.text()
     assert notice.button("Open folder") and notice.button("Copy path")
     assert {t.name for t in gguf.GGUFReader(out).tensors} == {t.name for t in gguf.GGUFReader(base).tensors}
@@ -214,6 +233,10 @@ def test_runner_export_dialog_types_follow_the_kind(qtbot, tmp_path):
     dialog.base.setText(str(tmp_path / "model.gguf"))
     assert ok.isEnabled()
     assert [dialog.qtype.itemText(i) for i in range(dialog.qtype.count())][0] == "same"
+    assert dialog.minimumWidth() >= 680  # both paths show whole
+    help_label = dialog.findChild(QLabel, "typeHelp")
+    dialog.qtype.setCurrentText("q4_0")
+    assert "4-bit" in help_label.text() and dialog.qtype.toolTip() == help_label.text()
     dialog.kind.setCurrentIndex(1)
     choice = dialog.choice()
     assert choice.kind == "adapter" and choice.qtype == "f16" and choice.ollama and not choice.overwrite

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QFileDialog
+from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel
 
 from senior_intern.gui.dialogs import ExportChoice, ExportGgufDialog, MergeChoice, MergeDialog
 
@@ -21,6 +21,10 @@ def test_export_dialog_needs_both_paths_and_returns_the_choice(qtbot, monkeypatc
     dialog._browse_out()
     assert _ok(dialog)
     assert dialog.base.text().endswith("base.gguf") and dialog.out.text().endswith("out.gguf")
+    help_label = dialog.findChild(QLabel, "typeHelp")  # each type says what it means
+    assert dialog.minimumWidth() >= 680 and "2 bytes per weight" in help_label.text()
+    dialog.dtype.setCurrentText("q8_0")
+    assert "8-bit" in help_label.text()
 
     monkeypatch.setattr(ExportGgufDialog, "exec", lambda self: QDialog.DialogCode.Accepted)
     choice = ExportGgufDialog.ask(None, "/m.gguf", "/o.gguf")
