@@ -7,8 +7,9 @@ and k rows reordered for llama.cpp's rotary layout (``llama_qk_permute``); no ``
 when the embeddings are tied; norms and biases in F32, matrices in the chosen type.
 
 The tokenizer comes from a GGUF file of the same family (``tokenizer.*`` fields copied) or from
-the folder's ``tokenizer.json`` when it is a byte-level BPE (``tokenizer.ggml.model = gpt2``);
-other tokenizers are refused with the reason. Rope scaling, which needs llama.cpp's extra
+the folder's ``tokenizer.json`` when it is GPT-2's byte-level BPE (``tokenizer.ggml.model = gpt2``,
+``pre = gpt-2``); other tokenizers, whose pre-tokenizer llama.cpp names by a hash of their output,
+are refused with the reason (give a GGUF of the same model to copy the tokenizer from). Rope scaling, which needs llama.cpp's extra
 ``rope_freqs`` tensor or YaRN fields, and other architectures are refused too.
 """
 
@@ -29,9 +30,6 @@ HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen
 _ARCH_ENUM = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
 # gguf.quants can encode these for the matrices (norms and biases stay F32).
 MATRIX_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
-# Pre-tokenizer names llama.cpp knows, by the tokenizer family's model_type, for a byte-level
-# BPE tokenizer.json whose GGUF has no other source for it.
-_BPE_PRE_BY_MODEL_TYPE = {"qwen2": "qwen2", "qwen3": "qwen2"}
 
 
 class HfGgufError(ValueError):
@@ -127,40 +125,48 @@ def copy_tokenizer_fields(writer: gguf.GGUFWriter, source_gguf: str | Path) -> N
         raise HfGgufError(f"{source_gguf} has no tokenizer fields to copy")
 
 
-def add_bpe_tokenizer(writer: gguf.GGUFWriter, folder: Path, config: Mapping) -> None:
-    """``tokenizer.*`` fields from a byte-level BPE ``tokenizer.json`` (GPT-2 style, as Qwen2's).
+def _is_gpt2_byte_level(pre_tokenizer: object) -> bool:
+    """True for GPT-2's pre-tokenizer: ByteLevel with its regex and no prefix space (llama.cpp's ``gpt-2``)."""
+    return (isinstance(pre_tokenizer, dict) and pre_tokenizer.get("type") == "ByteLevel"
+            and pre_tokenizer.get("use_regex", True) and not pre_tokenizer.get("add_prefix_space", False))
 
-    Refuses other tokenizer kinds (SentencePiece, WordPiece), naming the file.
+
+def add_bpe_tokenizer(writer: gguf.GGUFWriter, folder: Path, config: Mapping) -> None:
+    """``tokenizer.*`` fields from a GPT-2 style byte-level BPE ``tokenizer.json`` in ``folder``.
+
+    Tokens, types (added tokens: CONTROL when special, else USER_DEFINED), merges, the special
+    token ids and chat template (``gguf.SpecialVocab`` reads tokenizer_config.json). Other
+    tokenizer kinds and pre-tokenizers are refused, naming the file.
     """
     path = folder / "tokenizer.json"
     if not path.is_file():
-        raise HfGgufError(f"{path} is missing: a GGUF needs the tokenizer (pass --tokenizer-from a GGUF of the same family)")
+        raise HfGgufError(f"{path} is missing: a GGUF model needs the tokenizer (or give a GGUF to copy it from)")
     spec = json.loads(path.read_text(encoding="utf-8"))
     model = spec.get("model") or {}
-    if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
+    if model.get("type") != "BPE" or not _is_gpt2_byte_level(spec.get("pre_tokenizer")):
         raise HfGgufError(
-            f"{path}: only byte-level BPE tokenizers are converted here (this one is {model.get('type')!r}); "
-            "pass --tokenizer-from a GGUF of the same family"
+            f"{path}: only GPT-2 style byte-level BPE tokenizers are converted here (this one is a "
+            f"{model.get('type')!r} with pre-tokenizer {(spec.get('pre_tokenizer') or {}).get('type')!r}); "
+            "give a GGUF of the same model to copy the tokenizer from"
         )
     vocab: dict[str, int] = dict(model["vocab"])
-    for added in spec.get("added_tokens", []):
-        vocab[added["content"]] = int(added["id"])
+    added = spec.get("added_tokens", [])
+    for token in added:
+        vocab[token["content"]] = int(token["id"])
     size = max(int(config["vocab_size"]), max(vocab.values()) + 1)
     tokens = [f"[PAD{i}]" for i in range(size)]
     types = [gguf.TokenType.UNUSED] * size
     for text, index in vocab.items():
         tokens[index] = text
         types[index] = gguf.TokenType.NORMAL
-    for added in spec.get("added_tokens", []):
-        types[int(added["id"])] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    for token in added:
+        types[int(token["id"])] = gguf.TokenType.CONTROL if token.get("special") else gguf.TokenType.USER_DEFINED
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_BPE_PRE_BY_MODEL_TYPE.get(config.get("model_type", ""), "default"))
+    writer.add_tokenizer_pre("gpt-2")  # llama.cpp's name for GPT-2's regex (not "gpt2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=size)
-    special.add_to_gguf(writer, quiet=True)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
+    gguf.SpecialVocab(folder, load_merges=False, n_vocab=size).add_to_gguf(writer, quiet=True)
 
 
 def write_hf_gguf(

@@ -12,9 +12,9 @@ import torch
 
 from senior_intern.adapters.gguf_hf import write_hf_gguf
 
-# The demo model's tokenizer (SmolLM2's byte-level BPE) is copied into the tiny bases, so they
-# are real GGUF models llama.cpp opens; their vocabulary is therefore the demo's.
-DEMO_VOCAB = 49152
+# The tiny bases use the suite's tiny byte-level BPE tokenizer (300 tokens), converted from its
+# tokenizer.json by the writer, so llama.cpp also checks that conversion.
+TINY_VOCAB = 300
 
 
 def _llama_kwargs(model: Path) -> dict:
@@ -59,11 +59,11 @@ def llama_greedy(model: Path, ids: list[int], n_new: int, lora: Path | None = No
 
 
 def make_tiny_hf(model_type: str, seed: int = 0, tied: bool = False) -> torch.nn.Module:
-    """A tiny random Llama or Qwen2 causal LM (float32, eval mode) with the demo's vocabulary size."""
+    """A tiny random Llama or Qwen2 causal LM (float32, eval mode) with the tiny tokenizer's vocabulary."""
     import transformers
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=DEMO_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    common = dict(vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=tied)
     if model_type == "llama":
@@ -83,10 +83,14 @@ def make_tiny_hf(model_type: str, seed: int = 0, tied: bool = False) -> torch.nn
     return model.eval()
 
 
-def write_tiny_gguf(model: torch.nn.Module, out: Path, tokenizer_gguf: Path) -> Path:
-    """``model`` as an F32 GGUF base (through ``write_hf_gguf``) with the tokenizer of ``tokenizer_gguf``."""
+def write_tiny_gguf(model: torch.nn.Module, out: Path) -> Path:
+    """``model`` as an F32 GGUF base (through ``write_hf_gguf``) with the tiny tokenizer, converted."""
+    from tests.conftest import make_tiny_tokenizer
+
+    folder = out.parent / f"{out.stem}-tokenizer"
+    make_tiny_tokenizer().save_pretrained(folder)
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    write_hf_gguf(out, model.config.to_dict(), state, matrix_type="f32", tokenizer_from=tokenizer_gguf, name="tiny")
+    write_hf_gguf(out, model.config.to_dict(), state, matrix_type="f32", hf_folder=folder, name="tiny")
     return out
 
 
