@@ -101,7 +101,7 @@ def gguf_tensors(
         yield name, data
 
 
-def _encode(name: str, data: np.ndarray, matrix_type: Q) -> tuple[np.ndarray, Q]:
+def _encode(data: np.ndarray, matrix_type: Q) -> tuple[np.ndarray, Q]:
     if data.ndim < 2 or matrix_type == Q.F32:
         return data.astype(np.float32), Q.F32
     try:
@@ -203,7 +203,7 @@ def write_hf_gguf(
     written: dict[str, str] = {}
     total = len(state_dict)
     for done, (tensor_name, data) in enumerate(gguf_tensors(state_dict, config, arch), start=1):
-        encoded, used = _encode(tensor_name, data, MATRIX_TYPES[matrix_type])
+        encoded, used = _encode(data, MATRIX_TYPES[matrix_type])
         writer.add_tensor(tensor_name, encoded, raw_dtype=used)
         written[tensor_name] = used.name
         if on_progress is not None:

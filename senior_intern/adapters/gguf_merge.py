@@ -176,6 +176,9 @@ def _export_from_hf_folder(adapter: PeftLoraAdapter, base: Path, out: Path, qtyp
     check_hf_config(config, str(base / "config.json"))
     if "quantization_config" in config:
         raise ValueError(f"{base} holds a quantised checkpoint (quantization_config in config.json); use the float base")
+    if config.get("tie_word_embeddings") and any(lora.module == "lm_head" for lora in adapter.modules):
+        raise ValueError(f"{adapter.path}: 'lm_head' is tied to the token embeddings in {base}; "
+                         "a GGUF has no separate output tensor to merge it into")
     info = read_base_info(base)
     name_map = gguf.get_tensor_name_map(_ARCH_BY_NAME[info.architecture], info.block_count)
     targets = {lora.module: _gguf_tensor_name(lora, name_map, info, adapter.path) for lora in adapter.modules}

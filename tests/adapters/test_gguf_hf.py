@@ -86,6 +86,13 @@ def test_only_llama_q_k_rows_are_permuted(tmp_path: Path) -> None:
 
 
 def test_refusals_name_the_reason(tiny_base_dir: Path, tmp_path: Path) -> None:
+    tied = tmp_path / "tied"
+    make_tiny_llama(tie_word_embeddings=True).save_pretrained(tied)
+    save_peft_adapter(make_tiny_llama(tie_word_embeddings=True), tmp_path / "head", target_modules=["q_proj", "lm_head"],
+                      save_embedding_layers=False)
+    with pytest.raises(ValueError, match="'lm_head' is tied to the token embeddings"):
+        export_merged_gguf(tmp_path / "head", tied, tmp_path / "t.gguf")
+    assert not (tmp_path / "t.gguf").exists()
     config = json.loads((tiny_base_dir / "config.json").read_text())
     state = {"model.embed_tokens.weight": np.zeros((300, 64), np.float32)}
     with pytest.raises(HfGgufError, match="rope_scaling"):
