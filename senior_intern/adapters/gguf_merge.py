@@ -10,10 +10,15 @@ Types: ``same`` keeps each touched tensor's own type where the ``gguf`` package 
 K-quants and i-quants, which the package only decodes); ``q8_0``, ``q4_0``, ``f16`` and
 ``bf16`` force that type. A tensor whose rows do not split into the type's blocks is written
 as F16. Every fallback is listed in the result's ``notes``.
+
+A Hugging Face folder base (Llama, Mistral, Qwen2, Qwen3) is merged in float32 and written whole
+by ``gguf_hf.write_hf_gguf``: ``same`` is then the folder's own float type (F32, F16 or BF16),
+the tokenizer comes from its ``tokenizer.json`` or from ``tokenizer_from`` (a GGUF).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,7 +36,8 @@ from senior_intern.adapters.gguf import (
     llama_qk_permute,
     read_base_info,
 )
-from senior_intern.adapters.merge import LoraModuleWeights, read_peft_adapter
+from senior_intern.adapters.gguf_hf import MATRIX_TYPES, check_hf_config, write_hf_gguf
+from senior_intern.adapters.merge import LoraModuleWeights, PeftLoraAdapter, read_peft_adapter
 
 Q = gguf.GGMLQuantizationType
 MERGED_TYPES: dict[str, Q | None] = {"same": None, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "f16": Q.F16, "bf16": Q.BF16}
@@ -59,25 +65,25 @@ def export_merged_gguf(
     qtype: str = "same",
     overwrite: bool = False,
     on_progress: Progress | None = None,
+    tokenizer_from: str | Path | None = None,
 ) -> MergedGguf:
     """Write ``base_gguf`` with the adapter merged in to ``out_path`` (see the module docstring).
 
     ``on_progress(done, total, tensor_name)`` is called once per tensor as it is prepared.
     The file is written to a temporary name beside ``out_path`` and renamed into place; an
     existing ``out_path`` is refused unless ``overwrite``, the base itself always.
-    Raises ValueError for a Hugging Face folder base, an unknown type, or an adapter that does
-    not fit the base (layer names, shapes, DoRA, biases: as ``export_gguf``).
+    ``base_gguf`` may be a Hugging Face folder (see the module docstring; ``tokenizer_from``
+    is only used then). Raises ValueError for an unknown type, an architecture or tokenizer
+    the folder writer does not know, or an adapter that does not fit the base (layer names,
+    shapes, DoRA, biases: as ``export_gguf``).
     """
     base = Path(base_gguf)
     check_export_target(out_path, base, overwrite)
     if qtype not in MERGED_TYPES:
         raise ValueError(f"type must be one of {', '.join(MERGED_TYPES)}, got {qtype!r}")
-    if base.is_dir():
-        raise ValueError(
-            f"{base} is a Hugging Face folder; a merged GGUF is made from a .gguf base. Merge into a folder "
-            "(adapters merge) and convert it with llama.cpp's convert_hf_to_gguf.py, or pass the base's .gguf"
-        )
     adapter = read_peft_adapter(adapter_dir)
+    if base.is_dir():
+        return _export_from_hf_folder(adapter, base, Path(out_path), qtype, tokenizer_from, on_progress)
     info = read_base_info(base)
     name_map = gguf.get_tensor_name_map(_ARCH_BY_NAME[info.architecture], info.block_count)
     deltas: dict[str, LoraModuleWeights] = {}
@@ -154,3 +160,63 @@ def _merged_tensor(tensor, lora: LoraModuleWeights, name_map, info, forced: Q | 
     except gguf.QuantError:
         notes.append(f"{tensor.name}: rows of {weight.shape[-1]} values do not split into {target.name} blocks; written as F16")
         return gguf.quants.quantize(weight, Q.F16), Q.F16
+
+
+_FOLDER_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def _export_from_hf_folder(adapter: PeftLoraAdapter, base: Path, out: Path, qtype: str,
+                           tokenizer_from: str | Path | None, on_progress: Progress | None) -> MergedGguf:
+    """Merge into a Hugging Face folder's float weights and write the whole model as GGUF."""
+    from safetensors import safe_open
+
+    config = json.loads((base / "config.json").read_text(encoding="utf-8")) if (base / "config.json").is_file() else None
+    if config is None:
+        raise FileNotFoundError(f"{base / 'config.json'} is missing: the base model folder must be a Hugging Face model")
+    check_hf_config(config, str(base / "config.json"))
+    if "quantization_config" in config:
+        raise ValueError(f"{base} holds a quantised checkpoint (quantization_config in config.json); use the float base")
+    if config.get("tie_word_embeddings") and any(lora.module == "lm_head" for lora in adapter.modules):
+        raise ValueError(f"{adapter.path}: 'lm_head' is tied to the token embeddings in {base}; "
+                         "a GGUF has no separate output tensor to merge it into")
+    info = read_base_info(base)
+    name_map = gguf.get_tensor_name_map(_ARCH_BY_NAME[info.architecture], info.block_count)
+    targets = {lora.module: _gguf_tensor_name(lora, name_map, info, adapter.path) for lora in adapter.modules}
+    files = sorted(base.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{base} has no *.safetensors weights to merge into")
+    state: dict[str, np.ndarray] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                state[key] = handle.get_tensor(key).float().numpy()
+    for lora in adapter.modules:
+        key = f"{lora.module}.weight"
+        if key not in state:
+            raise ValueError(f"{adapter.path}: the base folder {base} has no weight '{key}'")
+        delta = lora.delta().numpy().astype(np.float32)
+        if not np.isfinite(delta).all():
+            raise ValueError(f"'{lora.module}' holds NaN or Inf values; the adapter is corrupt or diverged")
+        state[key] = state[key] + delta
+    if qtype == "same":
+        own = str(config.get("torch_dtype") or config.get("dtype") or "float16")
+        matrix_type = _FOLDER_DTYPES.get(own, "f16")
+    else:
+        matrix_type = qtype
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(handle)
+    result = MergedGguf(out)
+    try:
+        written = write_hf_gguf(tmp_name, config, state, matrix_type=matrix_type, tokenizer_from=tokenizer_from,
+                                hf_folder=base, name=f"{base.name} + {adapter.path.name}", on_progress=on_progress)
+        wanted = MATRIX_TYPES[matrix_type].name
+        for name, used in written.items():
+            if used == "F16" and wanted != "F16":
+                result.notes.append(f"{name}: rows do not split into {wanted} blocks; written as F16")
+        result.merged.update({name: written[name] for name in targets.values()})
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return result

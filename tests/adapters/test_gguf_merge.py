@@ -173,6 +173,9 @@ def test_refusals(tiny_gguf_and_adapter, tmp_path, tiny_base_dir):
     assert base.stat().st_size == size
     with pytest.raises(ValueError, match="type must be one of"):
         export_merged_gguf(folder, base, tmp_path / "x.gguf", qtype="q6_k")
-    with pytest.raises(ValueError, match="Hugging Face folder"):
-        export_merged_gguf(folder, tiny_base_dir, tmp_path / "y.gguf")
+    unknown = tmp_path / "gpt2-base"
+    unknown.mkdir()
+    (unknown / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ValueError, match="model_type 'gpt2' cannot be written as GGUF"):
+        export_merged_gguf(folder, unknown, tmp_path / "y.gguf")
     assert not list(tmp_path.glob(".*.partial"))
