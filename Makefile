@@ -44,9 +44,10 @@ run: install system-deps-gui
 cli-demo: install
 	$(PY) -m senior_intern.cli train --preset quick
 
+# The tier's folder is looked for when the recipe runs (it may have been built just now).
 test: install system-deps-test $(if $(filter 1,$(LLAMA_TIER)),$(LLAMA_SITE)/.installed)
 	$(if $(filter 1,$(LLAMA_TIER)),,@echo "llama.cpp tier not built (needs cmake and a C++ compiler); its tests will skip")
-	$(if $(wildcard $(LLAMA_SITE)),PYTHONPATH=$(LLAMA_SITE)) QT_QPA_PLATFORM=offscreen $(PY) -m pytest --cov=senior_intern --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+	PYTHONPATH="$$([ -d $(LLAMA_SITE) ] && echo $(LLAMA_SITE))" QT_QPA_PLATFORM=offscreen $(PY) -m pytest --cov=senior_intern --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
 $(LLAMA_SITE)/.installed:
 	# Only the libllama target (and the ggml it links): no multimodal library (LLAVA_BUILD=OFF), no

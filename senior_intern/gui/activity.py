@@ -138,8 +138,12 @@ class ActivityPanel(QDialog):
         self.refresh()
 
 
+IDLE_TEXT = "No background tasks"
+
+
 class ActivityIndicator(QWidget):
-    """A busy bar and "Working: dataset analysis, model details" while ``tasks`` run; "Idle" otherwise.
+    """A busy bar and "Working: dataset analysis, model details" while ``tasks`` run; ``IDLE_TEXT`` otherwise
+    (not "Idle": that word is the run state, shown beside it).
 
     With one task reporting progress the bar shows it and the text adds the share and the ETA.
     The Activity button opens the panel (Cancel lives there).
@@ -177,7 +181,7 @@ class ActivityIndicator(QWidget):
         parts = [name if n == 1 else f"{name} ×{n}" for name, n in counts.items()]
         if not parts:
             self.timer.stop()
-            self.busy.set_idle("Idle")
+            self.busy.set_idle(IDLE_TEXT)
             self.setToolTip("No background work")
             return
         measured = next((info for info in self.tasks.running() if info.total > 0), None)

@@ -13,14 +13,14 @@ def test_the_indicator_names_running_tasks_and_goes_idle(window, qtbot):
     indicator = window.findChild(QWidget, "activityIndicator")
     assert indicator is not None and indicator is window.activity
     window.tasks.wait()
-    qtbot.waitUntil(lambda: indicator.label.text() == "Idle", timeout=30000)
+    qtbot.waitUntil(lambda: indicator.label.text() == "No background tasks", timeout=30000)
     gate = threading.Event()
     done = []
     window.tasks.submit(gate.wait, 20, on_done=done.append, name="GGUF export")
     window.tasks.submit(gate.wait, 20, name="GGUF export")
     assert indicator.label.text() == "Working: GGUF export ×2" and not indicator.bar.isHidden()
     gate.set()
-    qtbot.waitUntil(lambda: indicator.label.text() == "Idle", timeout=10000)
+    qtbot.waitUntil(lambda: indicator.label.text() == "No background tasks", timeout=10000)
     assert done == [True] and indicator.bar.isHidden()
 
 
@@ -67,7 +67,7 @@ def test_progress_eta_and_cancel_in_the_activity_panel(window, qtbot):
     assert notice.isVisible() and "was cancelled" in notice.label.text()
     with pytest.raises(KeyError):
         notice.button("Open folder")  # nothing was written
-    qtbot.waitUntil(lambda: indicator.label.text() == "Idle", timeout=5000)
+    qtbot.waitUntil(lambda: indicator.label.text() == "No background tasks", timeout=5000)
 
 
 def test_a_task_that_writes_a_file_ends_with_open_folder_and_copy_path(window, qtbot, tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_opening_the_base_model_for_training_is_a_task_with_progress(window, qtb
     from senior_intern.training.events import ModelOpening
 
     window.tasks.wait()
-    qtbot.waitUntil(lambda: window.activity.label.text() == "Idle", timeout=30000)
+    qtbot.waitUntil(lambda: window.activity.label.text() == "No background tasks", timeout=30000)
     ended = []
     window.tasks.task_ended.connect(ended.append)
     window.runner.opening.emit(ModelOpening(68, 272))
