@@ -189,7 +189,10 @@ def _place(model: nn.Module, hf_name: str, tensor: GGUFTensor, raw: torch.Tensor
     if tuple(raw.shape) != (module.out_features, dequant.row_bytes(type_name, module.in_features)):
         raise ModelLoadError(f"{source}: tensor {tensor.name} has shape {list(tensor.shape)}, the config "
                              f"expects [{module.in_features}, {module.out_features}]")
-    _set_child(model, module_name, FrozenLinear(module.in_features, module.out_features, type_name, raw, dtype=dtype))
+    # A linear with a bias (Qwen2's q/k/v) keeps a placeholder: the file's bias tensor, queued in
+    # ``pending``, replaces it; one the file lacks stays on the meta device and is reported missing.
+    bias = None if module.bias is None else torch.empty(module.out_features, device="meta")
+    _set_child(model, module_name, FrozenLinear(module.in_features, module.out_features, type_name, raw, bias=bias, dtype=dtype))
 
 
 def _rebuild_meta_buffers(model: nn.Module, source: Path) -> None:
