@@ -243,7 +243,7 @@ class TrainingJob:
     # --- TOML ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (enums as strings, ``None`` omitted), as written to ``job.toml``."""
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingJob":
@@ -282,20 +282,22 @@ def field_help(cls: type, name: str) -> str:
 
 # --- plain dict <-> dataclass ----------------------------------------------------------------
 
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
+def to_plain(obj: Any, omit_none: bool = True) -> Any:
+    """``obj`` as plain values (TOML, JSON): dataclasses as dicts of their fields, enums as their
+    value, tuples as lists; ``omit_none`` leaves out fields that are None (TOML has no null)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in dataclasses.fields(obj):
-            value = _to_plain(getattr(obj, f.name))
-            if value is not None:
+            value = to_plain(getattr(obj, f.name), omit_none)
+            if value is not None or not omit_none:
                 out[f.name] = value
         return out
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
+        return [to_plain(v, omit_none) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
+        return {str(k): to_plain(v, omit_none) for k, v in obj.items()}
     return obj
 
 

@@ -35,7 +35,7 @@ from senior_intern.gui.errors import describe_error
 from senior_intern.gui.prompt_history import PromptHistory
 from senior_intern.gui.settings import AppSettings
 from senior_intern.gui.tasks import CANCELLED, DONE, FAILED, TaskCancelled, TaskRunner
-from senior_intern.gui.threads import prepare_background_thread
+from senior_intern.gui.threads import prepare_background_thread, worker_thread
 from senior_intern.gui.widgets import ERROR_STYLE, BusyLine
 
 NO_ADAPTER = "(base model only)"
@@ -322,16 +322,9 @@ class PlaygroundPage(QWidget):
         self.side_status["base"].setText("Waiting for the model to load…")
         self.side_status["adapter"].setText("Waiting for the model to load…" if adapter else "Choose an adapter to compare.")
         worker = GenerationWorker(self.cache, base, str(adapter.path) if adapter else None, prompt, options)
-        thread = QThread()
-        worker.moveToThread(thread)
-        queued = Qt.ConnectionType.QueuedConnection
-        worker.status.connect(self._on_status, queued)
-        worker.token.connect(self._on_token, queued)
-        worker.side_done.connect(self._on_side_done, queued)
-        worker.loading.connect(self._on_loading, queued)
-        worker.finished.connect(self._on_finished, queued)
-        worker.failed.connect(self._on_failed, queued)
-        thread.started.connect(worker.run)
+        thread = worker_thread(worker, [
+            (worker.status, self._on_status), (worker.token, self._on_token), (worker.side_done, self._on_side_done),
+            (worker.loading, self._on_loading), (worker.finished, self._on_finished), (worker.failed, self._on_failed)])
         self._thread, self._worker = thread, worker
         if self.tasks is not None and not self.cache.holds(base, worker.adapter_dir):
             self._loading_task = self.tasks.track("Playground model loading", on_cancel=self.stop)

@@ -10,7 +10,10 @@ import os
 import sys
 import threading
 
-from PySide6.QtCore import QThread
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread
 
 
 def lower_thread_priority(steps: int = 5) -> None:
@@ -38,3 +41,16 @@ def prepare_background_thread() -> None:
     if profile is not None:
         sys.setprofile(profile)
     lower_thread_priority()
+
+
+def worker_thread(worker: QObject, connections: Iterable[tuple[Any, Callable[..., Any]]], name: str = "") -> QThread:
+    """A QThread (not started yet) that runs ``worker.run``, with each (worker signal, GUI slot) of
+    ``connections`` queued, so the slots run in the GUI thread."""
+    thread = QThread()
+    if name:
+        thread.setObjectName(name)
+    worker.moveToThread(thread)
+    for signal, slot in connections:
+        signal.connect(slot, Qt.ConnectionType.QueuedConnection)
+    thread.started.connect(worker.run)
+    return thread

@@ -17,10 +17,11 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from senior_intern.config import TrainingJob
-from senior_intern.gui.threads import prepare_background_thread
+from senior_intern.layout import JOB_FILE
+from senior_intern.gui.threads import prepare_background_thread, worker_thread
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import Evaluated, LogMessage, ModelOpening, Progress, StateChanged, WorldInfo
 
@@ -97,7 +98,7 @@ class TrainingWorker(QObject):
         from senior_intern.training import checkpoint as ckpt
 
         found = ckpt.find_resumable(self.resume_from)
-        job = TrainingJob.load(found / "job.toml")
+        job = TrainingJob.load(found / JOB_FILE)
         return LaunchedRun.resume(found, job, self.control, self._on_event) if job.training.processes > 1 else None
 
     def _on_event(self, event: object) -> None:
@@ -153,19 +154,10 @@ class TrainingRunner(QObject):
             raise RuntimeError("A training run is already in progress; wait for it to end or cancel it first")
         self.control = TrainingControl()
         worker = TrainingWorker(self.control, job=job, resume_from=resume_from)
-        thread = QThread()
-        thread.setObjectName("training-worker")
-        worker.moveToThread(thread)
-        queued = Qt.ConnectionType.QueuedConnection
-        worker.state_changed.connect(self.state_changed, queued)
-        worker.progress.connect(self.progress, queued)
-        worker.evaluated.connect(self.evaluated, queued)
-        worker.log.connect(self.log, queued)
-        worker.opening.connect(self.opening, queued)
-        worker.world.connect(self.world, queued)
-        worker.finished.connect(self._on_finished, queued)
-        worker.failed.connect(self._on_failed, queued)
-        thread.started.connect(worker.run)
+        thread = worker_thread(worker, [
+            (worker.state_changed, self.state_changed), (worker.progress, self.progress), (worker.evaluated, self.evaluated),
+            (worker.log, self.log), (worker.opening, self.opening), (worker.world, self.world),
+            (worker.finished, self._on_finished), (worker.failed, self._on_failed)], "training-worker")
         self._thread, self._worker = thread, worker
         thread.start()
         self.running_changed.emit(True)

@@ -31,6 +31,7 @@ from typing import Callable
 
 import senior_intern
 from senior_intern.config import TrainingJob
+from senior_intern.layout import JOB_FILE
 from senior_intern.training import relay
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import LogLevel, LogMessage, TrainingStatus
@@ -60,7 +61,7 @@ class LaunchedRun:
     def train(cls, job: TrainingJob, control: TrainingControl | None = None, on_event=None) -> "LaunchedRun":
         """A run of ``job`` with ``job.training.processes`` processes."""
         folder = Path(tempfile.mkdtemp(prefix="senior-intern-launch-"))
-        path = job.save(folder / "job.toml")
+        path = job.save(folder / JOB_FILE)
         return cls(["train", "--config", str(path)], job.id, control, on_event, folder)
 
     @classmethod

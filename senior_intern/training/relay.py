@@ -29,6 +29,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from senior_intern.config import to_plain
 from senior_intern.hardware.metrics import GpuMetrics, HardwareMetrics
 from senior_intern.training.control import TrainingControl
 from senior_intern.training.events import Evaluated, LogLevel, LogMessage, ModelOpening, Progress, StateChanged, WorldInfo
@@ -43,16 +44,8 @@ RECORD_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
 
 # --- encoding --------------------------------------------------------------------------------
 def encode(obj: Any) -> Any:
-    """``obj`` as plain JSON values: dataclasses as dicts of their fields, enums as their value."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (list, tuple)):
-        return [encode(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): encode(v) for k, v in obj.items()}
-    return obj
+    """``obj`` as plain JSON values (``config.to_plain``, None fields kept)."""
+    return to_plain(obj, omit_none=False)
 
 
 def decode(tp: Any, data: Any) -> Any:

@@ -25,6 +25,7 @@ import torch
 
 from senior_intern import paths
 from senior_intern.config import TrainingJob
+from senior_intern.layout import JOB_FILE, METRICS_FILE
 from senior_intern.data import BatchLoader, load_training_data
 from senior_intern.hardware.detect import resolve_device, resolve_dtype
 from senior_intern.hardware.metrics import HardwareMetrics
@@ -220,8 +221,8 @@ class Session:
             if self.dp.is_main:  # rank 0 alone writes, and holds the run's lock
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self.run_lock = RunLock.acquire(self.run_dir)
-                job.save(self.run_dir / "job.toml")
-                (self.run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+                job.save(self.run_dir / JOB_FILE)
+                (self.run_dir / METRICS_FILE).write_text("", encoding="utf-8")
             self.dp.barrier()
             self.train_loader.set_epoch(0)
         self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", cfg.max_checkpoints)
