@@ -8,14 +8,25 @@ for enums, a comma-separated line for ``list[str]``, a path line with a Browse b
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 
 INT_LIMIT = 2_000_000_000
+
+
+@contextlib.contextmanager
+def quiet(widget: QWidget) -> Iterator[None]:
+    """Change ``widget`` without its signals firing (an editor's ``set`` never emits ``changed``)."""
+    widget.blockSignals(True)
+    try:
+        yield
+    finally:
+        widget.blockSignals(False)
 
 
 class Editor(QObject):
@@ -56,9 +67,8 @@ class IntEditor(Editor):
 
     def set(self, value: int | None) -> None:
         """Show an integer (None shows 'none')."""
-        self.box.blockSignals(True)
-        self.box.setValue(0 if value is None else int(value))
-        self.box.blockSignals(False)
+        with quiet(self.box):
+            self.box.setValue(0 if value is None else int(value))
 
 
 class FloatEditor(Editor):
@@ -79,9 +89,8 @@ class FloatEditor(Editor):
 
     def set(self, value: float) -> None:
         """Show a float in its shortest exact form."""
-        self.line.blockSignals(True)
-        self.line.setText(repr(float(value)))
-        self.line.blockSignals(False)
+        with quiet(self.line):
+            self.line.setText(repr(float(value)))
 
 
 class BoolEditor(Editor):
@@ -98,9 +107,8 @@ class BoolEditor(Editor):
 
     def set(self, value: bool) -> None:
         """Check or uncheck the box."""
-        self.check.blockSignals(True)
-        self.check.setChecked(bool(value))
-        self.check.blockSignals(False)
+        with quiet(self.check):
+            self.check.setChecked(bool(value))
 
 
 class ChoiceEditor(Editor):
@@ -125,13 +133,12 @@ class ChoiceEditor(Editor):
     def set(self, value: Any) -> None:
         """Select (or type) the value."""
         text = value.value if isinstance(value, enum.Enum) else str(value)
-        self.combo.blockSignals(True)
-        index = self.combo.findText(text)
-        if index >= 0:
-            self.combo.setCurrentIndex(index)
-        if self.combo.isEditable():
-            self.combo.setEditText(text)
-        self.combo.blockSignals(False)
+        with quiet(self.combo):
+            index = self.combo.findText(text)
+            if index >= 0:
+                self.combo.setCurrentIndex(index)
+            if self.combo.isEditable():
+                self.combo.setEditText(text)
 
 
 class TextEditor(Editor):
@@ -151,9 +158,8 @@ class TextEditor(Editor):
 
     def set(self, value: str | None) -> None:
         """Show the text ('' for None)."""
-        self.line.blockSignals(True)
-        self.line.setText(value or "")
-        self.line.blockSignals(False)
+        with quiet(self.line):
+            self.line.setText(value or "")
 
 
 class ListEditor(Editor):
@@ -171,9 +177,8 @@ class ListEditor(Editor):
 
     def set(self, value: list[str]) -> None:
         """Show the names comma-separated."""
-        self.line.blockSignals(True)
-        self.line.setText(", ".join(value))
-        self.line.blockSignals(False)
+        with quiet(self.line):
+            self.line.setText(", ".join(value))
 
 
 class PathEditor(Editor):
@@ -205,9 +210,8 @@ class PathEditor(Editor):
 
     def set(self, value: str | None) -> None:
         """Show the path ('' for None)."""
-        self.line.blockSignals(True)
-        self.line.setText(value or "")
-        self.line.blockSignals(False)
+        with quiet(self.line):
+            self.line.setText(value or "")
 
 
 def make_editor(tp: Any, choices: list[str] | None = None) -> Editor:

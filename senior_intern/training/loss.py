@@ -36,6 +36,14 @@ def _check_labels(labels: torch.Tensor, name: str = "labels") -> None:
         raise ValueError(f"{name} must be [batch, seq_len]; got shape {tuple(labels.shape)}")
 
 
+def _check_inputs(values: torch.Tensor, labels: torch.Tensor, what: str, last: str) -> None:
+    """``labels`` [B, T] and ``values`` [B, T, ``last``] (named ``what`` in the error)."""
+    _check_labels(labels)
+    if values.dim() != 3 or values.shape[:2] != labels.shape:
+        raise ValueError(f"{what} must be [batch, seq_len, {last}] matching labels {tuple(labels.shape)}; "
+                         f"got {tuple(values.shape)}")
+
+
 def causal_lm_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -50,12 +58,7 @@ def causal_lm_loss(
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
-    _check_labels(labels)
-    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
-        raise ValueError(
-            f"logits must be [batch, seq_len, vocab] matching labels {tuple(labels.shape)}; "
-            f"got {tuple(logits.shape)}"
-        )
+    _check_inputs(logits, labels, "logits", "vocab")
     shift_logits = logits[:, :-1].float()  # [B, T-1, V]
     shift_labels = labels[:, 1:].to(logits.device)  # [B, T-1]
     losses = F.cross_entropy(
@@ -237,12 +240,7 @@ def chunked_causal_lm_loss(
     """
     if chunk_size < 1:
         raise ValueError(f"loss_chunk_size must be at least 1; got {chunk_size}")
-    _check_labels(labels)
-    if hidden.dim() != 3 or hidden.shape[:2] != labels.shape:
-        raise ValueError(
-            f"hidden states must be [batch, seq_len, hidden] matching labels {tuple(labels.shape)}; "
-            f"got {tuple(hidden.shape)}"
-        )
+    _check_inputs(hidden, labels, "hidden states", "hidden")
     fused = type(head) is nn.Linear
     positions, targets = _select_targets(labels, ignore_index, head.out_features if fused else None)
     n_valid = positions.numel()
