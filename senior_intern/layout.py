@@ -12,6 +12,7 @@ our ``senior_intern.json``.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,20 @@ def checkpoint_step(name: str) -> int | None:
     """The step of a regular checkpoint folder name (``step-0000120`` -> 120); None for others."""
     digits = name.removeprefix(CHECKPOINT_PREFIX)
     return int(digits) if name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
+
+
+def read_json_object(path: str | Path, label: str | None = None) -> dict:
+    """The JSON object in ``path``; ValueError saying "<label> is not valid JSON (...)" or "is not a
+    JSON object" (``label``: the file's name unless given)."""
+    path = Path(path)
+    label = label or path.name
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{label} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{label} is not a JSON object")
+    return data
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

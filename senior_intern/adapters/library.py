@@ -7,7 +7,6 @@ for the listing. Ids and names can never reach outside the library root.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from senior_intern.layout import folder_size
+from senior_intern.layout import folder_size, read_json_object
 from senior_intern.adapters.store import (
     CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, check_id, new_adapter_id, remove_stale_temp_folders, temp_folder,
     write_json,
@@ -52,16 +51,6 @@ def check_name(name: str) -> str:
     if len(clean) > 200 or any(c in clean for c in "/\\\n\r\t\0") or clean.startswith(".."):
         raise ValueError(f"Invalid adapter name {name!r}: one line, at most 200 characters, no '/', '\\' or leading '..'")
     return clean
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path.name} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return data
 
 
 def _weight_shapes(path: Path) -> dict[str, list[int]]:
@@ -101,8 +90,8 @@ class AdapterLibrary:
                 raise ValueError(f"{CONFIG_FILE} is missing")
             if not (path / WEIGHTS_FILE).is_file():
                 raise ValueError(f"{WEIGHTS_FILE} is missing")
-            config = _read_json(path / CONFIG_FILE)
-            meta = _read_json(path / METADATA_FILE) if (path / METADATA_FILE).is_file() else None
+            config = read_json_object(path / CONFIG_FILE)
+            meta = read_json_object(path / METADATA_FILE) if (path / METADATA_FILE).is_file() else None
             shapes = _weight_shapes(path / WEIGHTS_FILE)
             if not any(".lora_A" in k or "lora_embedding_A" in k for k in shapes):
                 raise ValueError(f"{WEIGHTS_FILE} holds no LoRA tensors")
@@ -146,7 +135,7 @@ class AdapterLibrary:
         """The adapter's ``senior_intern.json`` (empty for a damaged or foreign adapter)."""
         path = self._existing(adapter_id) / METADATA_FILE
         try:
-            return _read_json(path) if path.is_file() else {}
+            return read_json_object(path) if path.is_file() else {}
         except ValueError:
             return {}
 
@@ -157,7 +146,7 @@ class AdapterLibrary:
         info = self.get(adapter_id)
         if info.damaged:
             raise ValueError(f"Adapter {adapter_id!r} is damaged: {info.damaged}")
-        config = _read_json(info.path / CONFIG_FILE)
+        config = read_json_object(info.path / CONFIG_FILE)
         weights = load_file(str(info.path / WEIGHTS_FILE))
         rank = int(config.get("r", 0))
         patterns = config.get("rank_pattern") or {}
@@ -214,7 +203,7 @@ class AdapterLibrary:
             raise FileNotFoundError(f"Adapter folder not found: {source}")
         if not (source / CONFIG_FILE).is_file():
             raise ValueError(f"{source} is not a PEFT adapter folder: {CONFIG_FILE} is missing")
-        config = _read_json(source / CONFIG_FILE)
+        config = read_json_object(source / CONFIG_FILE)
         if str(config.get("peft_type", "LORA")).upper() != "LORA":
             raise ValueError(f"{source}: only LoRA adapters are supported (peft_type {config.get('peft_type')!r})")
         adapter_id = new_adapter_id(name or source.name)

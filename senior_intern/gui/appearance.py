@@ -14,23 +14,22 @@ FOCUS_RING = ("QPushButton:default { border: 2px solid palette(highlight); borde
               "QPushButton:default:focus { border: 3px solid palette(highlight); }"
               "QPushButton:default:disabled { border: 2px solid palette(mid); }")
 
-_DARK = {
-    QPalette.ColorRole.Window: "#2b2b2b", QPalette.ColorRole.WindowText: "#e6e6e6",
-    QPalette.ColorRole.Base: "#1f1f1f", QPalette.ColorRole.AlternateBase: "#2f2f2f",
-    QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#353535",
-    QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.ToolTipBase: "#3a3a3a",
-    QPalette.ColorRole.ToolTipText: "#e6e6e6", QPalette.ColorRole.Highlight: "#3d7dd8",
-    QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.Link: "#6ea8ff",
-    QPalette.ColorRole.PlaceholderText: "#8a8a8a", QPalette.ColorRole.BrightText: "#ff6b6b",
-}
-_LIGHT = {
-    QPalette.ColorRole.Window: "#f3f3f3", QPalette.ColorRole.WindowText: "#1a1a1a",
-    QPalette.ColorRole.Base: "#ffffff", QPalette.ColorRole.AlternateBase: "#f0f0f0",
-    QPalette.ColorRole.Text: "#1a1a1a", QPalette.ColorRole.Button: "#e9e9e9",
-    QPalette.ColorRole.ButtonText: "#1a1a1a", QPalette.ColorRole.ToolTipBase: "#ffffe1",
-    QPalette.ColorRole.ToolTipText: "#1a1a1a", QPalette.ColorRole.Highlight: "#2f6fd0",
-    QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.Link: "#1f5fbf",
-    QPalette.ColorRole.PlaceholderText: "#808080", QPalette.ColorRole.BrightText: "#c00000",
+# Palette role -> (Light, Dark) colour.
+_COLOURS = {
+    QPalette.ColorRole.Window: ("#f3f3f3", "#2b2b2b"),
+    QPalette.ColorRole.WindowText: ("#1a1a1a", "#e6e6e6"),
+    QPalette.ColorRole.Base: ("#ffffff", "#1f1f1f"),
+    QPalette.ColorRole.AlternateBase: ("#f0f0f0", "#2f2f2f"),
+    QPalette.ColorRole.Text: ("#1a1a1a", "#e6e6e6"),
+    QPalette.ColorRole.Button: ("#e9e9e9", "#353535"),
+    QPalette.ColorRole.ButtonText: ("#1a1a1a", "#e6e6e6"),
+    QPalette.ColorRole.ToolTipBase: ("#ffffe1", "#3a3a3a"),
+    QPalette.ColorRole.ToolTipText: ("#1a1a1a", "#e6e6e6"),
+    QPalette.ColorRole.Highlight: ("#2f6fd0", "#3d7dd8"),
+    QPalette.ColorRole.HighlightedText: ("#ffffff", "#ffffff"),
+    QPalette.ColorRole.Link: ("#1f5fbf", "#6ea8ff"),
+    QPalette.ColorRole.PlaceholderText: ("#808080", "#8a8a8a"),
+    QPalette.ColorRole.BrightText: ("#c00000", "#ff6b6b"),
 }
 _system_palette: QPalette | None = None
 
@@ -45,7 +44,7 @@ def palette_for(mode: str) -> QPalette:
     if mode == "System":
         return QPalette(_system_palette)
     palette = QPalette(_system_palette)
-    colours = _DARK if mode == "Dark" else _LIGHT
+    colours = {role: pair[mode == "Dark"] for role, pair in _COLOURS.items()}
     for role, colour in colours.items():
         palette.setColor(role, QColor(colour))
     for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):

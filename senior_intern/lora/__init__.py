@@ -10,7 +10,7 @@ from senior_intern.lora.dropout import DropPlan, drop_positions, keep_mask
 from senior_intern.lora.fused_mlp import fuse_mlps, unfuse_mlps
 from senior_intern.lora.embedding import LoraEmbedding
 from senior_intern.lora.layer import LoraLayer
-from senior_intern.lora.model import PEFT_PREFIX, LoadResult, LoraModel, format_count
+from senior_intern.lora.model import PEFT_PREFIX, LoadResult, LoraModel
 from senior_intern.lora.peft_compat import peft_adapter_config
 from senior_intern.lora.targets import name_matches, select_targets
 
@@ -24,7 +24,6 @@ __all__ = [
     "LoraModel",
     "LoraWeights",
     "drop_positions",
-    "format_count",
     "fuse_mlps",
     "keep_mask",
     "name_matches",

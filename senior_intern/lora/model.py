@@ -24,6 +24,7 @@ from senior_intern.lora.delta import refuse_tied, tied_message, tied_weights
 from senior_intern.lora.embedding import LoraEmbedding
 from senior_intern.lora.layer import LoraLayer
 from senior_intern.lora.targets import select_targets
+from senior_intern.models.info import format_parameter_count
 from senior_intern.models.quantized import FrozenLinear
 
 PEFT_PREFIX = "base_model.model."
@@ -34,17 +35,6 @@ class LoadResult(NamedTuple):
 
     missing_keys: list[str]
     unexpected_keys: list[str]
-
-
-def format_count(count: int) -> str:
-    """123, 4.9K, 139.4M, 1.24B."""
-    if count < 1_000:
-        return str(count)
-    if count < 1_000_000:
-        return f"{count / 1_000:.1f}K"
-    if count < 1_000_000_000:
-        return f"{count / 1_000_000:.1f}M"
-    return f"{count / 1_000_000_000:.2f}B"
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -181,7 +171,7 @@ class LoraModel(nn.Module):
         """For example ``"trainable 4.9M / total 139.4M (3.51%)"``."""
         trainable, total = self.trainable_parameter_count, self.total_parameter_count
         share = 100.0 * trainable / total if total else 0.0
-        return f"trainable {format_count(trainable)} / total {format_count(total)} ({share:.2f}%)"
+        return f"trainable {format_parameter_count(trainable)} / total {format_parameter_count(total)} ({share:.2f}%)"
 
     def target_module_names(self) -> list[str]:
         """Last name component of each wrapped module, sorted and unique (``target_modules`` for PEFT)."""

@@ -15,6 +15,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
+from senior_intern.layout import read_json_object
 from senior_intern.models.gguf_header import GGUFHeader, read_gguf_header
 from senior_intern.models.hashing import combined_hash, file_hash
 from senior_intern.models.info import ModelInfo, ModelLoadError, one_line
@@ -99,11 +100,9 @@ def hf_layout(folder: Path) -> HFLayout:
     if not config_path.is_file():
         raise ModelLoadError(f"{folder}: not a Hugging Face model folder (no {CONFIG_FILE})")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{config_path}: expected a JSON object")
+        config = read_json_object(config_path, str(config_path))
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     weights = _weight_files(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelLoadError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")

@@ -8,7 +8,8 @@ from torch import nn
 from torch.testing import assert_close
 
 from senior_intern.config import LoraBias, LoraConfig
-from senior_intern.lora import LoraEmbedding, LoraLayer, LoraModel, format_count
+from senior_intern.lora import LoraEmbedding, LoraLayer, LoraModel
+from senior_intern.models.info import format_parameter_count as format_count
 
 
 class Block(nn.Module):
