@@ -110,6 +110,11 @@ def export_merged_gguf(
                 result.merged[tensor.name] = used.name
             if on_progress is not None:
                 on_progress(done, total, tensor.name)
+        coarse = sorted({t for t in result.merged.values() if t in _COARSE_TYPES})
+        if qtype == "same" and coarse:
+            result.notes.append(f"The merged tensors are re-encoded as {', '.join(coarse)}, the base's own type: that "
+                                "rounding can lose a small adapter's change (a trained phrase was lost this way on a "
+                                "Q4_1 base); --type q8_0 keeps it at about twice the size of those tensors")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -120,6 +125,10 @@ def export_merged_gguf(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return result
+
+
+# Types of 4 bits or fewer per weight: re-encoding a merged weight in them can round a LoRA's change away.
+_COARSE_TYPES = {"Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K", "IQ4_NL", "IQ4_XS"}
 
 
 def _copy_fields(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> None:

@@ -179,3 +179,14 @@ def test_refusals(tiny_gguf_and_adapter, tmp_path, tiny_base_dir):
     with pytest.raises(ValueError, match="model_type 'gpt2' cannot be written as GGUF"):
         export_merged_gguf(folder, unknown, tmp_path / "y.gguf")
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_same_on_a_4_bit_base_says_the_rounding_can_lose_the_adapter(tmp_path):
+    model = make_tiny_llama()
+    base = write_tiny_llama_gguf(tmp_path / "q4.gguf", model, matrix_type=Q.Q4_0)
+    folder = tmp_path / "adapter"
+    save_peft_adapter(model, folder, target_modules=["v_proj"])
+    same = export_merged_gguf(folder, base, tmp_path / "same.gguf")
+    assert set(same.merged.values()) == {"Q4_0"}
+    assert any("re-encoded as Q4_0" in note and "--type q8_0" in note for note in same.notes)
+    assert not any("re-encoded" in note for note in export_merged_gguf(folder, base, tmp_path / "q8.gguf", qtype="q8_0").notes)
