@@ -2,7 +2,7 @@
 
     adapters list | show ID | delete ID | rename ID NAME | describe ID TEXT | import PATH
              | export-gguf ID --base PATH [-o FILE] [--dtype f32|f16|bf16|q8_0] [--ollama]
-             | export-merged-gguf ID --base BASE.gguf -o FILE [--type same|q8_0|q4_0|f16|bf16] [--ollama]
+             | export-merged-gguf ID --base BASE(.gguf|folder) -o FILE [--type same|q8_0|q4_0|f16|bf16] [--ollama]
              | merge ID -o DIR [--base PATH] | try ID PROMPT [--base PATH]
 """
 
@@ -202,12 +202,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--force", action="store_true", help="replace an existing output file (never the base model)")
     c.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile (FROM base, ADAPTER this file)")
     c.set_defaults(func=cmd_export_gguf)
-    c = s.add_parser("export-merged-gguf", help="merge into a GGUF base and write a full GGUF (llama.cpp, Ollama, LM Studio)")
+    c = s.add_parser("export-merged-gguf", help="merge into the base and write a full GGUF (llama.cpp, Ollama, LM Studio)")
     c.add_argument("id")
-    c.add_argument("--base", type=Path, help="base model .gguf; default: the one it was trained on")
+    c.add_argument("--base", type=Path, help="base model: a .gguf file, or a Hugging Face folder (Llama, Mistral, Qwen2/3) "
+                                             "written as GGUF; default: the one it was trained on")
     c.add_argument("-o", "--output", type=Path, required=True)
     c.add_argument("--type", choices=["same", "q8_0", "q4_0", "f16", "bf16"], default="same",
-                   help="type of the merged tensors (same: the base's own where it can be written, else q8_0)")
+                   help="type of the merged tensors (same: the base's own where it can be written, else q8_0; "
+                        "on a 4-bit base prefer q8_0, which keeps a small adapter's change)")
     c.add_argument("--force", action="store_true", help="replace an existing output file (never the base model)")
     c.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the output")
     c.set_defaults(func=cmd_export_merged_gguf)
