@@ -235,6 +235,39 @@ def measure(model: Path, data: Path, work: Path, seq: int) -> dict:
             "s_per_step": probe.seconds_per_step}
 
 
+RUN_CHILD = """
+import json, sys, time
+import psutil, torch, transformers
+from senior_intern.config import TrainingJob
+from senior_intern.training.engine import Trainer
+from senior_intern.training.events import Progress, StateChanged, TrainingState
+from senior_intern.hardware.monitor import peak_rss_bytes
+job = TrainingJob.load(sys.argv[1])
+base = psutil.Process().memory_info().rss
+stamps = [time.perf_counter()]
+def on_event(e):
+    if isinstance(e, Progress) or (isinstance(e, StateChanged) and e.new is TrainingState.TRAINING):
+        stamps.append(time.perf_counter())
+result = Trainer().run(job, None, on_event)
+print(json.dumps({"error": result.error_message, "open_and_prepare": stamps[1] - stamps[0],
+                  "steps": [b - a for a, b in zip(stamps[1:], stamps[2:])], "peak": peak_rss_bytes() - base}))
+"""
+
+
+def run_full(model: Path, data: Path, work: Path, seq: int, steps: int) -> dict:
+    """``steps`` real optimizer steps of the full-depth compact base in a fresh process: the time to
+    open and prepare, each step's seconds, and the peak resident memory above the imports."""
+    job = job_for(model, data, work, seq)
+    job.training.max_steps = steps
+    path = job.save(work / "full-job.toml")
+    out = subprocess.run([sys.executable, "-c", RUN_CHILD, str(path)], capture_output=True, text=True,
+                         env=dict(os.environ), cwd=ROOT, timeout=7200)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"the full-depth run failed: {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 def extrapolate(points: dict[int, dict], layers: int) -> dict:
     """Each figure at ``layers`` from the least-squares line through the measured layer counts."""
     if layers in points:
@@ -255,6 +288,8 @@ def main() -> int:
     parser.add_argument("--layers", nargs="+", type=int, default=[1, 2],
                         help="decoder layer counts to measure (two or more to extrapolate; the full count measures it)")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--full-steps", type=int, default=0,
+                        help="also write the full-depth compact base and run this many real optimizer steps on it")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="scale-bench-")
     work = Path(tmp.name)
@@ -285,6 +320,12 @@ def main() -> int:
                 path.unlink()
         full = write_gguf(work / f"{size}-full-header.gguf", shape, shape.layers, demo, header_only=True)
         full_est = estimate(job_for(full, data, work / "full", shape.seq))
+        if args.full_steps:
+            real = write_gguf(work / f"{size}-full.gguf", shape, shape.layers, demo)
+            run = run_full(real, data, work / f"{size}-full-run", shape.seq, args.full_steps)
+            results.setdefault("full_runs", {})[size] = run
+            print(f"{shape.name} full depth, {args.full_steps} real steps: {json.dumps(run)}", flush=True)
+            real.unlink()
         rows = {kind: extrapolate(points, shape.layers) for kind, points in measured.items()}
         results[size] = {"measured": measured, "full": rows, "full_estimate_peak": full_est.peak_memory,
                          "full_estimate_fits": full_est.fits, "full_available": full_est.available_memory}
