@@ -272,6 +272,8 @@ def extrapolate(points: dict[int, dict], layers: int) -> dict:
     """Each figure at ``layers`` from the least-squares line through the measured layer counts."""
     if layers in points:
         return dict(points[layers], extrapolated=False)
+    if len(points) < 2:
+        raise ValueError(f"cannot extrapolate to {layers} layers from one layer count; measure two or more (--layers)")
     xs = np.array(sorted(points), dtype=float)
     out: dict = {"extrapolated": True}
     for key in points[int(xs[0])]:
@@ -326,9 +328,14 @@ def main() -> int:
             results.setdefault("full_runs", {})[size] = run
             print(f"{shape.name} full depth, {args.full_steps} real steps: {json.dumps(run)}", flush=True)
             real.unlink()
-        rows = {kind: extrapolate(points, shape.layers) for kind, points in measured.items()}
-        results[size] = {"measured": measured, "full": rows, "full_estimate_peak": full_est.peak_memory,
+        results[size] = {"measured": measured, "full_estimate_peak": full_est.peak_memory,
                          "full_estimate_fits": full_est.fits, "full_available": full_est.available_memory}
+        if len(args.layers) < 2 and shape.layers not in args.layers:
+            print(f"\n{shape.name}: one layer count measured, nothing extrapolated; full-depth estimate "
+                  f"{format_bytes(full_est.peak_memory)} (fits: {full_est.fits})", flush=True)
+            continue
+        rows = {kind: extrapolate(points, shape.layers) for kind, points in measured.items()}
+        results[size]["full"] = rows
         c, f = rows["compact"], rows["float32"]
         tag = " (extrapolated from " + ", ".join(map(str, args.layers)) + " layers)" if c["extrapolated"] else ""
         print(f"\n{shape.name}, {shape.layers} layers, {shape.qtype}, 1 x {shape.seq}{tag}:")

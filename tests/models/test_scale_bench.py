@@ -50,3 +50,5 @@ def test_extrapolation_is_the_line_through_the_layer_counts(scale) -> None:
     full = scale.extrapolate(points, 16)
     assert full == {"extrapolated": True, "peak": pytest.approx(70.0), "s": pytest.approx(8.5)}
     assert scale.extrapolate(points, 2) == {"peak": 14.0, "s": 1.5, "extrapolated": False}
+    with pytest.raises(ValueError, match="two or more"):
+        scale.extrapolate({1: points[1]}, 16)
