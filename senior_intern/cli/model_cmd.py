@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 
 from senior_intern.hardware.metrics import format_bytes
+from senior_intern.models.holding import BaseHolding
 from senior_intern.models.info import ModelInfo
+
+BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")  # as models.loader.BASE_QUANTIZATIONS
+_HELD = {"gguf": "compact: the GGUF file's own blocks, dequantised per layer", "int8": "compact: int8, quantised at load",
+         "int4": "compact: int4, quantised at load", "float": "dense floats"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +28,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "layers, size on disk, quantisation and the content hash adapters are tied to.",
     )
     info.add_argument("path", metavar="PATH", help="a Hugging Face model folder or a .gguf file")
+    info.add_argument("--base-quantization", choices=BASE_QUANTIZATIONS, default="none",
+                      help="how a Hugging Face folder's linear weights would be held (GGUF files stay in their blocks)")
     info.set_defaults(func=run_info)
 
 
-def info_lines(info: ModelInfo) -> list[str]:
-    """``ModelInfo`` as aligned ``label: value`` lines."""
+def holding_rows(holding: BaseHolding) -> list[tuple[str, str]]:
+    """``(label, value)`` rows saying how the base is held and the bytes its weights take opened."""
+    rows = [("Held as", _HELD[holding.held])]
+    for part in holding.compact:
+        rows.append((f"  {part.kind}", f"{part.tensors} linear weights, {format_bytes(part.nbytes)}"))
+    if holding.compact:
+        rows.append(("  float", f"{holding.dense_elements:,} other values (embeddings, norms) in the compute dtype"))
+    if holding.unsupported:
+        rows.append(("  refused", f"{', '.join(holding.unsupported)}: no kernel for these block types, "
+                                  "the model cannot open; convert the file to Q8_0 or Q4_K"))
+    rows.append(("In memory", f"{format_bytes(holding.memory_bytes(4))} with float32, "
+                              f"{format_bytes(holding.memory_bytes(2))} with bfloat16"))
+    return rows
+
+
+def info_lines(info: ModelInfo, holding: BaseHolding | None = None) -> list[str]:
+    """``ModelInfo`` (and how the base is held, when given) as aligned ``label: value`` lines."""
     rows = [
         ("Model", str(info.path)),
         ("Format", "GGUF" if info.source_format == "gguf" else "Hugging Face folder"),
@@ -45,6 +67,8 @@ def info_lines(info: ModelInfo) -> list[str]:
         ("Chat template", "yes" if info.has_chat_template else "no"),
         ("Hash", info.content_hash[:16]),
     ]
+    if holding is not None:
+        rows += holding_rows(holding)
     width = max(len(label) for label, _ in rows) + 1
     return [f"{label + ':':<{width}} {value}" for label, value in rows]
 
@@ -52,7 +76,8 @@ def info_lines(info: ModelInfo) -> list[str]:
 def run_info(args: argparse.Namespace) -> int:
     """Print the model's facts; bad input raises ``ValueError`` (exit 2 through the CLI)."""
     from senior_intern.models import metadata
+    from senior_intern.models.holding import base_holding
 
-    for line in info_lines(metadata(args.path)):
+    for line in info_lines(metadata(args.path), base_holding(args.path, args.base_quantization)):
         print(line)
     return 0

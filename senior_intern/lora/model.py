@@ -108,7 +108,10 @@ class LoraModel(nn.Module):
             param.requires_grad_(self._requires_grad_before.get(name, False))
 
     def _find_tied_weights(self) -> dict[str, str]:
-        return tied_weights(self.model, {name: layer.base_layer.weight for name, layer in self._layers.items()})
+        # A compact base weight is made afresh on each read, so it is shared with nothing; reading
+        # them all here would hold every dequantised weight at once (4 bytes per base parameter).
+        return tied_weights(self.model, {name: layer.base_layer.weight for name, layer in self._layers.items()
+                                         if not isinstance(layer.base_layer, FrozenLinear)})
 
     # --- forward and modes --------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -152,14 +152,32 @@ class _Cursor:
         return None, count
 
 
+_HEADERS: dict[tuple[str, int, int], GGUFHeader] = {}
+_HEADERS_KEPT = 8
+
+
 def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
     """Read the header of the GGUF file at ``path`` without reading any weights.
 
-    Raises ``ModelLoadError`` when the file is not GGUF, has an unsupported version, is corrupt,
-    or is truncated (its tensor table points past the end of the file).
+    The last few headers read are kept by path, size and modification time: opening a model reads
+    it several times (metadata, the config, the tensor table), and walking a large vocabulary
+    takes a few tenths of a second each time. Raises ``ModelLoadError`` when the file is not
+    GGUF, has an unsupported version, is corrupt, or is truncated (its tensor table points past
+    the end of the file).
     """
     path = Path(path)
-    size = path.stat().st_size
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    header = _HEADERS.get(key)
+    if header is None:
+        header = _read_gguf_header(path, stat.st_size)
+        _HEADERS[key] = header
+        while len(_HEADERS) > _HEADERS_KEPT:
+            _HEADERS.pop(next(iter(_HEADERS)))
+    return header
+
+
+def _read_gguf_header(path: Path, size: int) -> GGUFHeader:
     if size < 24:
         raise ModelLoadError(f"{path}: not a GGUF file (only {size} bytes); copy or download it again")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:

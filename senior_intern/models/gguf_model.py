@@ -41,7 +41,9 @@ class CompactUnsupported(Exception):
     """The architecture's GGUF tensors cannot be mapped compactly; use the float path."""
 
 
-def _processor(architecture: str, config: Any) -> Any:
+def _processor_class(architecture: str) -> tuple[Any, bool]:
+    """transformers' tensor processor class for the architecture, and whether it is one the compact
+    reader reproduces (none, Llama's q/k permutation, Gemma's norm offset)."""
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
         Gemma2TensorProcessor,
@@ -50,7 +52,17 @@ def _processor(architecture: str, config: Any) -> Any:
     )
 
     cls = TENSOR_PROCESSORS.get(architecture, TensorProcessor)
-    if cls not in (TensorProcessor, LlamaTensorProcessor, Gemma2TensorProcessor):
+    return cls, cls in (TensorProcessor, LlamaTensorProcessor, Gemma2TensorProcessor)
+
+
+def compact_supported(architecture: str) -> bool:
+    """Whether a GGUF file of this ``general.architecture`` opens compactly (else: the float path)."""
+    return _processor_class(architecture)[1]
+
+
+def _processor(architecture: str, config: Any) -> Any:
+    cls, supported = _processor_class(architecture)
+    if not supported:
         raise CompactUnsupported(f"GGUF architecture {architecture} needs {cls.__name__}")
     return cls(config=config.to_dict())
 

@@ -14,9 +14,8 @@ saved bytes to 0.1%). Per token and decoder layer, with ``s`` the compute dtype'
 - attention keeps q, k, v and the output in ``s`` (k and v repeated to every query head when a
   mask is passed, as transformers' SDPA path does) and a float32 log-sum-exp per head;
 - the MLP keeps gate, SiLU(gate) and up (``3 I s``);
-- each LoRA linear keeps its (dropped-out) input in ``a`` with a one-byte dropout mask, and its
-  rank-``r`` intermediate; without dropout and with ``a == s`` the input is the module's own
-  input, shared by q/k/v and by gate/up.
+- each LoRA linear keeps the module's own input in ``s`` (shared by q/k/v and by gate/up), its
+  rank-``r`` intermediate in ``s``, and with dropout its drop plan (``_lora_input_bytes``).
 
 Frozen base weights keep nothing for their own gradient. With gradient checkpointing a layer
 keeps only its input, and one layer's activations come back during backward.
@@ -208,6 +207,7 @@ class StepShape:
     loss_chunk: int
     optimizer: OptimizerType = OptimizerType.ADAMW
     momentum: float = 0.9
+    device_kind: str = "cpu"  # "cpu", "cuda" or "mps": how dropout plans are kept
 
     @property
     def tokens(self) -> int:
@@ -222,25 +222,26 @@ class StepShape:
 
 
 def _lora_input_bytes(facts: ModelFacts, shape: StepShape, s: int, a: int) -> int:
-    """Bytes per token the LoRA branches keep: inputs (with dropout masks) and rank-r intermediates."""
-    total, shared_inputs = 0, set()
+    """Bytes per token the LoRA branches keep, as the fused LoRA function saves them
+    (``lora.functional.LoraLinearFunction``): the module's own input in the compute dtype (one
+    tensor shared by q/k/v and by gate/up; o_proj's input is attention's output, saved already),
+    the rank-r intermediate in the compute dtype (float32 master factors are cast in), and with
+    dropout the drop plan: on the CPU the int64 positions of the dropped elements (``8 p`` bytes
+    per element), elsewhere a one-byte mask. LoRA embeddings keep their rank-r rows in ``a``."""
+    plan = (8 * shape.dropout if shape.device_kind == "cpu" else 1.0) if shape.dropout > 0 else 0.0
+    total, shared_inputs = 0.0, set()
     for m in facts.lora_modules:
         if m.embedding:
             total += facts.rank * a
             continue
-        total += facts.rank * a
-        if shape.dropout > 0:
-            total += m.in_features * (a + 1)
-        elif a != s:
-            total += m.in_features * a
-        else:
-            prefix, _, leaf = m.name.rpartition(".")
-            group = _INPUT_GROUPS.get(leaf, m.name)
-            key = (prefix.rpartition(".")[0], group)
-            if group not in _ALREADY_SAVED and key not in shared_inputs:
-                shared_inputs.add(key)
-                total += m.in_features * s
-    return total
+        total += facts.rank * s + m.in_features * plan
+        prefix, _, leaf = m.name.rpartition(".")
+        group = _INPUT_GROUPS.get(leaf, m.name)
+        key = (prefix.rpartition(".")[0], group)
+        if group not in _ALREADY_SAVED and key not in shared_inputs:
+            shared_inputs.add(key)
+            total += m.in_features * s
+    return int(total)
 
 
 def layer_activation_bytes(facts: ModelFacts, shape: StepShape) -> int:

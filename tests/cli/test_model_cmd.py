@@ -39,3 +39,21 @@ def test_model_info_on_a_missing_path_exits_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == f"error: {missing}: model not found (no such file or folder)"
+
+
+def test_model_info_says_how_the_demo_gguf_is_held(demo_gguf, capsys):
+    assert main(["model", "info", str(demo_gguf)]) == 0
+    out = capsys.readouterr().out
+    assert "Held as:         compact: the GGUF file's own blocks, dequantised per layer" in out
+    assert "  Q4_1:          210 linear weights, 63.3 MB" in out
+    assert "In memory:       171.4 MB with float32, 117.3 MB with bfloat16" in out
+
+
+def test_model_info_on_a_folder_with_int4(tmp_path, capsys):
+    folder = save_tiny_folder(tmp_path / "tiny")
+    assert main(["model", "info", str(folder), "--base-quantization", "int4"]) == 0
+    out = capsys.readouterr().out
+    assert "Held as:         compact: int4, quantised at load" in out
+    assert "  int4:          14 linear weights" in out
+    assert main(["model", "info", str(folder)]) == 0
+    assert "Held as:         dense floats" in capsys.readouterr().out

@@ -100,3 +100,15 @@ def test_gguf_without_architecture_or_required_keys(tmp_path):
     path.write_bytes(_raw_gguf(arch, n_kv=1) + b"\0" * 32)
     with pytest.raises(ModelLoadError, match="lacks llama.block_count, llama.embedding_length"):
         metadata(path)
+
+
+def test_a_rewritten_file_is_read_again(tmp_path) -> None:
+    from senior_intern.models.gguf_header import read_gguf_header
+    from tests.models.conftest import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "m.gguf")
+    first = read_gguf_header(path)
+    assert read_gguf_header(path) is first  # kept: nothing changed
+    write_tiny_gguf(path, drop=("output_norm.weight",))
+    again = read_gguf_header(path)
+    assert len(again.tensors) == len(first.tensors) - 1

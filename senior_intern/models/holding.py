@@ -1,0 +1,115 @@
+"""How ``load_base_model`` will hold a base in memory, read from its files without loading it.
+
+``base_holding(path, base_quantization)`` groups the base's tensors as the loader treats them:
+
+- a GGUF file: every linear weight (2-D, not the token embedding) whose block type has a kernel
+  stays in the file's blocks (``FrozenLinear``), at the bytes the file gives it; the rest
+  (embeddings, norms, biases) is dequantised into the compute dtype. An architecture the compact
+  reader cannot map loads dense (``gguf_model.compact_supported``), and a linear weight of a type
+  without a kernel makes the open fail (``unsupported`` names them).
+- a Hugging Face folder: ``base_quantization`` (``auto`` resolved for this machine) quantises the
+  decoder's linear weights (2-D, not the embeddings or the LM head) to int8 (a float32 scale per
+  row) or int4 (a float32 scale per 32 inputs); everything else stays in the compute dtype.
+
+``memory_bytes(dtype_bytes)`` is what the weights take once opened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from math import prod
+
+from senior_intern.models.info import ModelLoadError
+
+INT4_GROUP = 32
+
+
+@dataclass(frozen=True)
+class HeldPart:
+    """Linear weights held compactly in one form: ``kind`` is a GGUF block type or int8/int4."""
+
+    kind: str
+    tensors: int
+    elements: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class BaseHolding:
+    """How a base will be held: ``held`` is ``"gguf"``, ``"int8"``, ``"int4"`` or ``"float"``."""
+
+    held: str
+    compact: tuple[HeldPart, ...]
+    dense_elements: int  # held in the compute dtype
+    unsupported: tuple[str, ...] = ()  # GGUF block types of linear weights without a kernel
+
+    @property
+    def compact_bytes(self) -> int:
+        """Bytes of the compact linear weights."""
+        return sum(p.nbytes for p in self.compact)
+
+    def memory_bytes(self, dtype_bytes: int) -> int:
+        """Bytes of the opened weights with ``dtype_bytes`` per dense element (4: float32, 2: bfloat16)."""
+        return self.compact_bytes + self.dense_elements * dtype_bytes
+
+
+def base_holding(path: str | os.PathLike[str], base_quantization: str = "none") -> BaseHolding:
+    """How ``load_base_model(path, base_quantization=...)`` holds the base; see the module docstring.
+    Raises ``ModelLoadError`` as ``metadata`` does for a path that is not a model."""
+    from senior_intern.models.inspection import hf_layout, read_safetensors_header, resolve_model_path
+
+    source = resolve_model_path(path)
+    if source.is_file():
+        return _gguf_holding(source)
+    layout = hf_layout(source)
+    shapes = {name: tuple(entry["shape"]) for file in layout.weight_files
+              for name, entry in read_safetensors_header(file).items() if name != "__metadata__"}
+    from senior_intern.models.loader import pick_base_quantization
+
+    total = sum(prod(s) for s in shapes.values())
+    kind = pick_base_quantization(base_quantization, total)
+    if kind == "none":
+        return BaseHolding("float", (), total)
+    linear = [s for name, s in shapes.items()
+              if len(s) == 2 and name.endswith(".weight") and "embed" not in name and "lm_head" not in name]
+    elements = sum(prod(s) for s in linear)
+    if kind == "int8":
+        nbytes = sum(prod(s) + 4 * s[0] for s in linear)
+    else:  # a layer whose inputs are not a multiple of the group stays int8 (FrozenLinear.quantize)
+        nbytes = sum(prod(s) // 2 + 4 * prod(s) // INT4_GROUP if s[1] % INT4_GROUP == 0 else prod(s) + 4 * s[0]
+                     for s in linear)
+    return BaseHolding(kind, (HeldPart(kind, len(linear), elements, nbytes),), total - elements)
+
+
+def _gguf_holding(source) -> BaseHolding:
+    from gguf import GGMLQuantizationType
+
+    from senior_intern.models.dequant import KERNELS
+    from senior_intern.models.gguf_header import read_gguf_header
+    from senior_intern.models.gguf_model import compact_supported
+
+    header = read_gguf_header(source)
+    total = sum(t.n_elements for t in header.tensors)
+    if not compact_supported(header.architecture):
+        return BaseHolding("float", (), total)
+    counts: Counter[str] = Counter()
+    elements: Counter[str] = Counter()
+    nbytes: Counter[str] = Counter()
+    unsupported = set()
+    for t in header.tensors:
+        if len(t.shape) != 2 or t.name.startswith("token_embd"):
+            continue
+        try:
+            kind = GGMLQuantizationType(t.ggml_type).name
+        except ValueError:
+            raise ModelLoadError(f"{source}: tensor {t.name} has unknown GGUF type {t.ggml_type}") from None
+        if kind not in KERNELS:
+            unsupported.add(kind)
+            continue
+        counts[kind] += 1
+        elements[kind] += t.n_elements
+        nbytes[kind] += t.nbytes
+    parts = tuple(HeldPart(k, counts[k], elements[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k]))
+    return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)))

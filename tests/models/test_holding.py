@@ -1,0 +1,56 @@
+"""``base_holding`` says, from the files alone, how ``load_base_model`` holds a base and its bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from senior_intern.models import load_base_model
+from senior_intern.models.holding import base_holding
+from senior_intern.models.quantized import compact_bytes
+
+
+def _buffers(model) -> int:
+    """Bytes of the buffers that are not weights (rotary frequencies; compact scales excluded)."""
+    return sum(b.numel() * b.element_size() for name, b in model.named_buffers()
+               if not name.endswith((".qdata", ".qscale")))
+
+
+def test_the_demo_gguf_is_held_in_its_q4_1_blocks_at_the_bytes_it_opens_with(demo_gguf: Path) -> None:
+    holding = base_holding(demo_gguf)
+    assert holding.held == "gguf" and not holding.unsupported
+    assert [(p.kind, p.tensors) for p in holding.compact] == [("Q4_1", 210)]
+    loaded = load_base_model(demo_gguf)
+    packed, other = compact_bytes(loaded.model)
+    assert holding.compact_bytes == packed
+    assert holding.memory_bytes(4) == packed + other - _buffers(loaded.model)  # rotary buffers are not weights
+
+
+@pytest.mark.parametrize("kind", ["none", "int8", "int4"])
+def test_a_folder_is_held_as_base_quantization_says(tiny_folder: Path, kind: str) -> None:
+    holding = base_holding(tiny_folder, kind)
+    loaded = load_base_model(tiny_folder, base_quantization=kind)
+    packed, other = compact_bytes(loaded.model)
+    assert holding.held == ("float" if kind == "none" else kind) == loaded.info.base_held
+    assert holding.compact_bytes == packed
+    assert holding.memory_bytes(4) == packed + other - _buffers(loaded.model)
+
+
+def test_a_linear_weight_without_a_kernel_is_named(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "iq.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(1)
+    block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.IQ2_XXS][1]  # one block of 256 values a row
+    rows = np.zeros((4, block_bytes), dtype=np.uint8)
+    writer.add_tensor("blk.0.attn_q.weight", rows, raw_dtype=gguf.GGMLQuantizationType.IQ2_XXS)
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(256, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    holding = base_holding(path)
+    assert holding.unsupported == ("IQ2_XXS",) and holding.compact == ()
