@@ -23,7 +23,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from senior_intern.config import DataConfig, DatasetFormat, TrainingJob
 from senior_intern.data.code import iter_files, read_source, walk_code
@@ -40,6 +40,8 @@ from senior_intern.data.sources import (
 )
 from senior_intern.data.templates import RecordError, has_chat_template, record_segments
 from senior_intern.data.tokenize import Encoder, Sample
+
+PROGRESS_EVERY = 32  # records or files between two progress reports
 
 CODE_HEADER = "File: {path}\n"
 """First line of every code window (masked): the file's path relative to the dataset folder."""
@@ -119,8 +121,10 @@ class LoadedDataset:
 class _Builder:
     """Collects samples, problems and counts while the sources of one dataset are read."""
 
-    def __init__(self, tokenizer: Any, cfg: DataConfig, max_seq_length: int) -> None:
+    def __init__(self, tokenizer: Any, cfg: DataConfig, max_seq_length: int,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.tokenizer = tokenizer
+        self.progress = progress  # (done, total) records of a file, or files of a folder
         self.cfg = cfg
         self.renames = cfg.column_renames()  # {record field: the field it is read as}
         # No tokenizer: a check of the records only (``check_dataset``), nothing is tokenised.
@@ -156,6 +160,11 @@ class _Builder:
             else:
                 self.add_records(path, path.name, kind)
 
+    def tick(self, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` units read, every ``PROGRESS_EVERY`` and at the end."""
+        if self.progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+            self.progress(done, total)
+
     def problem(self, source: str, message: str, fields: tuple[str, ...] = ()) -> None:
         self.problems.append(Problem(source, message, fields))
         self.skipped += 1
@@ -178,7 +187,8 @@ class _Builder:
         self.records += len(records) + len(problems)
         for p in problems:
             self.problem(p.source, p.message)
-        for record in records:
+        for done, record in enumerate(records):
+            self.tick(done, len(records))
             data = self.renamed(record)
             if data is None:
                 continue
@@ -201,6 +211,7 @@ class _Builder:
             sample, truncated = self.encoder.encode(segments, record.source, add_prefix=not templated)
             if self._keep(sample, truncated):
                 self.formats[fmt] += 1
+        self.tick(len(records), len(records))
 
     def _keep(self, sample: Sample, truncated: bool) -> bool:
         if sample.n_trained == 0:
@@ -223,8 +234,10 @@ class _Builder:
         walk = walk_code(root, self.cfg.code_extensions, self.cfg.max_file_bytes)
         self.skipped_files, self.ignored_files = walk.skipped, walk.ignored
         self.records += len(walk.files)
-        for f in walk.files:
+        for done, f in enumerate(walk.files):
+            self.tick(done, len(walk.files))
             self.add_windows(f.text, f.rel_path, CODE_HEADER.format(path=f.rel_path), DatasetFormat.CODE)
+        self.tick(len(walk.files), len(walk.files))
 
     def add_code_file(self, path: Path, display: str) -> None:
         self.records += 1
@@ -244,15 +257,19 @@ class _Builder:
 
 
 def load_dataset(
-    path: str | Path, tokenizer: Any, data_cfg: DataConfig | None = None, max_seq_length: int = 512
+    path: str | Path, tokenizer: Any, data_cfg: DataConfig | None = None, max_seq_length: int = 512,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LoadedDataset:
     """Read and tokenise the dataset at ``path`` (file or folder) for ``tokenizer``.
+
+    ``progress(done, total)`` hears how far the reading is: records of a record file, files of a
+    code folder (every ``PROGRESS_EVERY`` and at the end of each file or folder).
 
     Raises ``FileNotFoundError`` when the path does not exist, ``DatasetError`` (a ValueError)
     listing file:line problems when it has problems and ``skip_malformed`` is off, or when no
     sample is left.
     """
-    path, b = _read(path, tokenizer, data_cfg or DataConfig(), max_seq_length)
+    path, b = _read(path, tokenizer, data_cfg or DataConfig(), max_seq_length, progress)
     return LoadedDataset(
         path=path, samples=b.samples, format=b.formats.most_common(1)[0][0], max_seq_length=max_seq_length,
         records=b.records, skipped=b.skipped, truncated=b.truncated, problems=b.problems,
@@ -269,12 +286,13 @@ def check_dataset(path: str | Path, data_cfg: DataConfig | None = None) -> None:
     _read(path, None, data_cfg or DataConfig(), 2)
 
 
-def _read(path: str | Path, tokenizer: Any, cfg: DataConfig, max_seq_length: int) -> tuple[Path, _Builder]:
+def _read(path: str | Path, tokenizer: Any, cfg: DataConfig, max_seq_length: int,
+          progress: Callable[[int, int], None] | None = None) -> tuple[Path, _Builder]:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"Dataset not found: {path}")
     fmt = DatasetFormat(cfg.format)
-    b = _Builder(tokenizer, cfg, max_seq_length)
+    b = _Builder(tokenizer, cfg, max_seq_length, progress)
     b.read(path, fmt)
     if b.problems and not cfg.skip_malformed:
         raise DatasetError(

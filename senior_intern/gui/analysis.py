@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from senior_intern.config import TrainingConfig, TrainingJob
 
@@ -74,7 +74,7 @@ class DatasetAnalysis:
     messages: list[str] = field(default_factory=list)
 
 
-def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
+def analyze_dataset(job: TrainingJob, progress: Callable[[int, int], None] | None = None) -> DatasetAnalysis:
     """Load and tokenise ``job.dataset_path`` with the model's tokenizer; count samples and steps.
 
     Follows the engine: the validation file or split is held out, batches are packed or padded
@@ -86,7 +86,7 @@ def analyze_dataset(job: TrainingJob) -> DatasetAnalysis:
 
     t = job.training
     tokenizer = load_tokenizer(job.base_model_path)
-    loaded = load_dataset(job.dataset_path, tokenizer, job.data, t.max_seq_length)
+    loaded = load_dataset(job.dataset_path, tokenizer, job.data, t.max_seq_length, progress)
     stats = dataset_stats(loaded, max(1, t.batch_size), t.max_seq_length, t.packing, t.seed)
     if job.validation_path:
         train, validation = loaded.samples, load_dataset(job.validation_path, tokenizer, job.data, t.max_seq_length).samples

@@ -10,6 +10,7 @@ fixes that apply (skip the bad records, read the data as another format).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from senior_intern.config import DatasetFormat, TrainingJob
@@ -89,13 +90,14 @@ class Diagnosis:
     fixes: list[Fix] = field(default_factory=list)
 
 
-def analyze(job: TrainingJob) -> analysis.DatasetAnalysis:
-    """``analysis.analyze_dataset`` with the model read first, so its failure names the model."""
+def analyze(job: TrainingJob, task: Any = None) -> analysis.DatasetAnalysis:
+    """``analysis.analyze_dataset`` with the model read first, so its failure names the model.
+    ``task`` (a ``TaskControl``) hears the records or files read as progress."""
     try:
         analysis.load_tokenizer(job.base_model_path)
     except Exception as exc:  # any failure here is the model's, whatever its type
         raise ModelUnreadable(describe_error(exc)) from exc
-    return analysis.analyze_dataset(job)
+    return analysis.analyze_dataset(job, task.progress if task is not None else None)
 
 
 def _plain(problem: object) -> str:

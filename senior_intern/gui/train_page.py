@@ -315,7 +315,7 @@ class TrainPage(QWidget):
         self.dataset_panel.set_busy("Reading the dataset…" if cached else "Loading the tokenizer and reading the dataset…")
         self.tasks.submit(doctor.analyze, job, on_done=lambda result: self._analysis_ready(key, result),
                           on_error=lambda exc: self._analysis_failed(key, exc), latest="dataset analysis",
-                          name="Dataset scan" if cached else "Tokenizer loading and dataset scan")
+                          name="Dataset scan" if cached else "Tokenizer loading and dataset scan", control=True)
 
     def _analysis_ready(self, key: tuple, result: analysis.DatasetAnalysis) -> None:
         self._analysis, self._analysis_for, self._analysis_error, self._diagnosis = result, key, "", None

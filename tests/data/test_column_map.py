@@ -51,3 +51,4 @@ def test_a_bad_column_map_is_refused_naming_the_setting(tmp_path, tiny_tokenizer
     assert len(issues) == 1 and words in issues[0].message and "data.column_map" in issues[0].message
     with pytest.raises(ValueError, match=words):
         load_dataset(_write(tmp_path / "d.jsonl", [{"q": "a", "x": "b"}]), tiny_tokenizer, job.data, 64)
+

@@ -152,3 +152,13 @@ def test_no_column_map_is_guessed_when_the_fields_are_ambiguous_or_mixed():
     body = [Problem("/data/t.jsonl:1", "none of the known fields", ("body", "id"))]
     fix = doctor.diagnose(DatasetError("x", body), job).fixes[0]
     assert fix.column_map == ("body=text",) and fix.label == "Map body → text (text)"
+
+
+def test_the_dataset_scan_reports_real_progress_to_the_activity_centre(window, qtbot, tmp_path):
+    page = window.train_page
+    updates = []
+    window.tasks.task_updated.connect(lambda info: updates.append((info.name, info.done, info.total)))
+    assert drop(window, write_dataset(tmp_path / "scan.jsonl", n=40))
+    _wait(qtbot, page)
+    scans = [u for u in updates if "dataset scan" in u[0].lower()]
+    assert scans and scans[-1][1:] == (40, 40)  # records read, of the file's 40
