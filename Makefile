@@ -87,5 +87,5 @@ bundle: install
 screenshots: install system-deps-gui
 	command -v xvfb-run >/dev/null || apt-get install -y -qq xvfb xauth >/dev/null
 	for size in 1920x1080 1366x768; do \
-	  xvfb-run -a -s "-screen 0 $${size}x24" env PYTHONPATH=. $(PY) packaging/screenshots.py --size $$size --out packaging/out/$$size || exit 1; \
+	  xvfb-run -a -s "-screen 0 $${size}x24" env PYTHONPATH=. $(PY) packaging/screenshots.py --size $$size --steps 10 --shoot-at 6 --out packaging/out/$$size || exit 1; \
 	done
