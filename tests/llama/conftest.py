@@ -17,20 +17,21 @@ from senior_intern.adapters.gguf_hf import write_hf_gguf
 TINY_VOCAB = 300
 
 
-def _llama_kwargs(model: Path) -> dict:
-    # An F32 KV cache (llama.cpp's default is F16), so F32 bases compare with PyTorch to ~1e-6.
-    return {"model_path": str(model), "n_ctx": 256, "logits_all": True, "verbose": False, "n_threads": 2,
-            "seed": 0, "type_k": 0, "type_v": 0}
+def _open_llama(model: Path, lora: Path | None):
+    """llama.cpp on ``model`` (with the adapter ``lora`` at scale 1), with an F32 KV cache (its
+    default is F16), so F32 bases compare with PyTorch to ~1e-6."""
+    import llama_cpp
+
+    kwargs = {"model_path": str(model), "n_ctx": 256, "logits_all": True, "verbose": False, "n_threads": 2,
+              "seed": 0, "type_k": 0, "type_v": 0}
+    if lora is not None:
+        kwargs["lora_path"] = str(lora)
+    return llama_cpp.Llama(**kwargs)
 
 
 def llama_logits(model: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
     """llama.cpp's logits ``[len(ids), vocab]`` for ``ids`` (the adapter ``lora`` applied at scale 1)."""
-    import llama_cpp
-
-    kwargs = _llama_kwargs(model)
-    if lora is not None:
-        kwargs["lora_path"] = str(lora)
-    llm = llama_cpp.Llama(**kwargs)
+    llm = _open_llama(model, lora)
     try:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float32)
@@ -40,12 +41,7 @@ def llama_logits(model: Path, ids: list[int], lora: Path | None = None) -> np.nd
 
 def llama_greedy(model: Path, ids: list[int], n_new: int, lora: Path | None = None) -> list[int]:
     """The ``n_new`` tokens llama.cpp picks greedily (argmax of its own logits) after ``ids``."""
-    import llama_cpp
-
-    kwargs = _llama_kwargs(model)
-    if lora is not None:
-        kwargs["lora_path"] = str(lora)
-    llm = llama_cpp.Llama(**kwargs)
+    llm = _open_llama(model, lora)
     try:
         llm.eval(ids)
         out: list[int] = []
