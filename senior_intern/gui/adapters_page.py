@@ -33,10 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from senior_intern import defaults, paths
+from senior_intern import paths
 from senior_intern.gui.charts import ChartPanel
-from senior_intern.gui.dialogs import ExportGgufDialog, MergeDialog
-from senior_intern.gui.export_dialog import RunnerExportDialog, run_export
+from senior_intern.gui.adapter_exports import EXPORT_FOR_RUNNERS, ExportActions
 from senior_intern.gui.errors import describe_error
 from senior_intern.gui.tasks import TaskRunner
 from senior_intern.gui.widgets import BusyLine
@@ -45,7 +44,6 @@ from senior_intern.hardware.metrics import format_bytes
 COLUMNS = ("Name", "Created", "Rank", "Alpha", "Final loss", "Best val. loss", "Size", "Base model", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ID_ROLE = Qt.ItemDataRole.UserRole + 2
-EXPORT_FOR_RUNNERS = "Export for llama.cpp / Ollama / LM Studio…"
 
 
 def _library(root: str):
@@ -59,30 +57,6 @@ def _details(root: str, adapter_id: str) -> tuple[Any, dict]:
     return lib.get(adapter_id), lib.metadata(adapter_id)
 
 
-def _export_gguf(adapter_dir: str, base: str, out: str, dtype: str) -> Path:
-    from senior_intern.adapters.gguf import export_gguf
-
-    return export_gguf(adapter_dir, base, out, dtype)
-
-
-def _merge(adapter_dir: str, base: str, out: str, dtype: str, task: Any = None) -> str:
-    from senior_intern.adapters.merge import gguf_convert_hint, merge_adapter
-
-    merge_adapter(adapter_dir, base, out, dtype, on_progress=task.progress if task is not None else None)
-    return gguf_convert_hint(out)
-
-
-def _export_for_runners(choice: Any, adapter_dir: str, emit: Any, task: Any) -> str:
-    """``run_export`` with its per-tensor progress sent to the page's bar and the activity centre (cancellable)."""
-
-    def progress(done: int, total: int) -> None:
-        """Show ``done`` of ``total`` tensors; raises TaskCancelled after a cancel."""
-        emit(done, total)
-        task.progress(done, total)
-
-    return run_export(choice, adapter_dir, progress)
-
-
 def _item(text: str, sort: Any = None) -> QStandardItem:
     item = QStandardItem(text)
     item.setEditable(False)
@@ -90,7 +64,7 @@ def _item(text: str, sort: Any = None) -> QStandardItem:
     return item
 
 
-class AdaptersPage(QWidget):
+class AdaptersPage(ExportActions, QWidget):
     """The adapter library; ``try_adapter(id)`` asks the playground to open an adapter."""
 
     try_adapter = Signal(str)
@@ -360,78 +334,6 @@ class AdaptersPage(QWidget):
         if folder:
             self._run(lambda: _library(self.root).import_(folder), title="Import adapter", name="Adapter import",
                       result_path=lambda info: info.path)
-
-    def _default_base(self, a: Any) -> str:
-        if a.base_model and Path(a.base_model).exists():
-            return a.base_model
-        demo = defaults.demo_model_path()
-        return str(demo) if demo else ""
-
-    def export_gguf_selected(self) -> None:
-        """Export the selected adapter as a GGUF LoRA file."""
-        a = self.selected()
-        if a is None or a.damaged:
-            return
-        base = self._default_base(a)
-        if base and not base.lower().endswith(".gguf"):
-            demo = defaults.demo_model_path()
-            base = str(demo) if demo else base
-        choice = ExportGgufDialog.ask(self, base, str(paths.exports_dir() / f"{a.id}.lora.gguf"))
-        if choice is not None:
-            self._run(_export_gguf, str(a.path), choice.base_model, choice.out_path, choice.dtype, select=a.id,
-                      title="Export GGUF", name="GGUF adapter export", result_path=lambda path: path,
-                      result_note=lambda path: f"llama.cpp: llama-cli -m {choice.base_model} --lora {path}")
-
-    def merge_selected(self) -> None:
-        """Merge the selected adapter into its base model and save the merged model."""
-        a = self.selected()
-        if a is None or a.damaged:
-            return
-        choice = MergeDialog.ask(self, self._default_base(a), str(paths.exports_dir() / f"{a.id}-merged"))
-        if choice is not None:
-            self._run(_merge, str(a.path), choice.base_model, choice.out_dir, choice.dtype, select=a.id,
-                      title="Merge adapter", name="Merge", result_path=lambda _: choice.out_dir, cancellable=True,
-                      result_note=lambda command: f"To make a GGUF of it with llama.cpp: {command}")
-
-    def export_for_runners_selected(self) -> None:
-        """Export the selected adapter as a merged or adapter GGUF (and Modelfile); open the folder at the end."""
-        a = self.selected()
-        if a is None or a.damaged:
-            return
-        base = self._default_base(a)
-        if not base.lower().endswith(".gguf"):
-            demo = defaults.demo_model_path()
-            base = str(demo) if demo else ""
-        choice = RunnerExportDialog.ask(self, base, str(paths.exports_dir() / f"{a.id}.gguf"))
-        if choice is None:
-            return
-        self.export_bar.setRange(0, 0)
-        self.export_bar.show()
-        self.busy.start("Exporting…")
-
-        def done(_message: str) -> None:
-            """Open the folder that holds the export (the notice says what was written and how to run it)."""
-            self.busy.stop()
-            self.export_bar.hide()
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(choice.out_path).parent)))
-
-        def failed(exc: BaseException) -> None:
-            """Hide the progress bar and report the error."""
-            self.export_bar.hide()
-            self._failed(exc, EXPORT_FOR_RUNNERS)
-
-        def cancelled() -> None:
-            """Hide the progress (the partial file is already removed)."""
-            self.busy.stop()
-            self.export_bar.hide()
-
-        self.tasks.submit(_export_for_runners, choice, str(a.path), self.export_progress.emit, on_done=done, on_error=failed,
-                          on_cancelled=cancelled, name="GGUF export", control=True, cancellable=True,
-                          result_path=lambda _: choice.out_path, result_note=lambda message: message)
-
-    def _export_progress(self, done: int, total: int) -> None:
-        self.export_bar.setRange(0, total)
-        self.export_bar.setValue(done)
 
     def open_folder_selected(self) -> None:
         """Open the selected adapter's folder in the file manager."""
