@@ -165,31 +165,17 @@ def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
     built on the meta device (a few milliseconds once the config is cached), with how much of
     the base a run holds compact (a GGUF file's linear weights; ``base_quantization``)."""
     facts = _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
-    elements, nbytes = _compact_part(str(job.base_model_path), job.training.base_quantization, facts)
+    elements, nbytes = _compact_part(str(job.base_model_path), job.training.base_quantization)
     return dataclasses.replace(facts, compact_elements=elements, compact_bytes=nbytes)
 
 
-def _compact_part(path: str, base_quantization: str, facts: ModelFacts) -> tuple[int, int]:
-    """(elements, bytes) of the base's linear weights as ``load_base_model`` will hold them."""
-    from senior_intern.models.dequant import KERNELS
-    from senior_intern.models.gguf_header import read_gguf_header
-    from senior_intern.models.inspection import resolve_model_path
-    from senior_intern.models.loader import pick_base_quantization
+def _compact_part(path: str, base_quantization: str) -> tuple[int, int]:
+    """(elements, bytes) of the base's linear weights as ``load_base_model`` will hold them
+    (``models.holding.base_holding``, the same reading ``model info`` shows)."""
+    from senior_intern.models.holding import base_holding
 
-    source = resolve_model_path(path)
-    if source.is_file():  # GGUF: the 2-D tensors but the token embedding are linear weights, kept as stored
-        from gguf import GGMLQuantizationType
-
-        linear = [t for t in read_gguf_header(source).tensors
-                  if len(t.shape) == 2 and not t.name.startswith("token_embd")
-                  and GGMLQuantizationType(t.ggml_type).name in KERNELS]
-        return sum(t.n_elements for t in linear), sum(t.nbytes for t in linear)
-    kind = pick_base_quantization(base_quantization, facts.base_parameters)
-    if kind == "none":
-        return 0, 0
-    elements = facts.linear_macs  # every decoder linear (the LM head stays dense)
-    per_element = 1 + 4 / facts.hidden_size if kind == "int8" else 0.5 + 4 / 32
-    return elements, int(elements * per_element)
+    holding = base_holding(path, base_quantization)
+    return sum(p.elements for p in holding.compact), holding.compact_bytes
 
 
 # --- memory ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 
 from senior_intern import paths
 from senior_intern.config import TrainingJob
-from senior_intern.layout import JOB_FILE, METRICS_FILE
+from senior_intern.layout import CHECKPOINTS_DIR, JOB_FILE, METRICS_FILE
 from senior_intern.data import BatchLoader, load_training_data
 from senior_intern.hardware.detect import resolve_device, resolve_dtype
 from senior_intern.hardware.metrics import HardwareMetrics
@@ -225,7 +225,7 @@ class Session:
                 (self.run_dir / METRICS_FILE).write_text("", encoding="utf-8")
             self.dp.barrier()
             self.train_loader.set_epoch(0)
-        self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", cfg.max_checkpoints)
+        self.checkpoints = ckpt.CheckpointManager(self.run_dir / CHECKPOINTS_DIR, cfg.max_checkpoints)
 
     def _restore(self, c: ckpt.Checkpoint) -> None:
         saving.restore(self, c)
