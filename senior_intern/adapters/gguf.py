@@ -29,6 +29,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from types import MappingProxyType
 
@@ -160,6 +161,18 @@ def _info_from_hf_folder(path: Path) -> GgufBaseInfo:
     return GgufBaseInfo(arch, blocks, heads, heads_kv, MappingProxyType(shapes))
 
 
+def rows_for_llama_cpp(rows: np.ndarray, kind: Any, architecture: str, n_head: int, n_kv: int) -> np.ndarray:
+    """``rows`` of a q or k projection (``kind``: the tensor's ``gguf.MODEL_TENSOR``) in llama.cpp's
+    rotary order for a Llama-family ``architecture`` (``llama_qk_permute``); any other as it is."""
+    if architecture not in _QK_PERMUTED_ARCHITECTURES:
+        return rows
+    if kind == gguf.MODEL_TENSOR.ATTN_Q:
+        return llama_qk_permute(rows, n_head)
+    if kind == gguf.MODEL_TENSOR.ATTN_K:
+        return llama_qk_permute(rows, n_kv)
+    return rows
+
+
 def llama_qk_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
     """Reorder the rows of a Llama q or k projection the way llama.cpp's HF->GGUF converter does.
 
@@ -271,12 +284,7 @@ def _gguf_factors(lora: LoraModuleWeights, file_alpha: float, name_map, base: Gg
     factor = lora.scale / (file_alpha / lora.rank)
     if not math.isclose(factor, 1.0, rel_tol=1e-9):
         b *= np.float32(factor)
-    if base.architecture in _QK_PERMUTED_ARCHITECTURES:
-        kind = name_map.get_type(lora.module)
-        if kind == gguf.MODEL_TENSOR.ATTN_Q:
-            b = llama_qk_permute(b, base.head_count)
-        elif kind == gguf.MODEL_TENSOR.ATTN_K:
-            b = llama_qk_permute(b, base.head_count_kv)
+    b = rows_for_llama_cpp(b, name_map.get_type(lora.module), base.architecture, base.head_count, base.head_count_kv)
     return a, b
 
 

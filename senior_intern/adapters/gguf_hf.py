@@ -22,7 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from senior_intern.adapters.gguf import llama_qk_permute
+from senior_intern.adapters.gguf import rows_for_llama_cpp
 
 Q = gguf.GGMLQuantizationType
 # Hugging Face model_type -> GGUF architecture for the families this writer knows.
@@ -92,12 +92,7 @@ def gguf_tensors(
         if name is None:
             raise HfGgufError(f"weight '{key}' has no GGUF tensor name for a '{arch}' model")
         data = np.asarray(value, dtype=np.float32)
-        if arch == "llama":
-            kind = name_map.get_type(key, try_suffixes=(".weight", ".bias"))
-            if kind == gguf.MODEL_TENSOR.ATTN_Q:
-                data = llama_qk_permute(data, heads)
-            elif kind == gguf.MODEL_TENSOR.ATTN_K:
-                data = llama_qk_permute(data, heads_kv)
+        data = rows_for_llama_cpp(data, name_map.get_type(key, try_suffixes=(".weight", ".bias")), arch, heads, heads_kv)
         yield name, data
 
 

@@ -30,11 +30,10 @@ import numpy as np
 
 from senior_intern.adapters.gguf import (
     _ARCH_BY_NAME,
-    _QK_PERMUTED_ARCHITECTURES,
     _gguf_tensor_name,
     check_export_target,
-    llama_qk_permute,
     read_base_info,
+    rows_for_llama_cpp,
 )
 from senior_intern.adapters.gguf_hf import MATRIX_TYPES, check_hf_config, write_hf_gguf
 from senior_intern.adapters.merge import LoraModuleWeights, PeftLoraAdapter, read_peft_adapter
@@ -151,12 +150,7 @@ def _merged_tensor(tensor, lora: LoraModuleWeights, name_map, info, forced: Q | 
     delta = lora.delta().numpy().astype(np.float32)
     if not np.isfinite(delta).all():
         raise ValueError(f"'{lora.module}' holds NaN or Inf values; the adapter is corrupt or diverged")
-    if info.architecture in _QK_PERMUTED_ARCHITECTURES:
-        kind = name_map.get_type(lora.module)
-        if kind == gguf.MODEL_TENSOR.ATTN_Q:
-            delta = llama_qk_permute(delta, info.head_count)
-        elif kind == gguf.MODEL_TENSOR.ATTN_K:
-            delta = llama_qk_permute(delta, info.head_count_kv)
+    delta = rows_for_llama_cpp(delta, name_map.get_type(lora.module), info.architecture, info.head_count, info.head_count_kv)
     weight = weight.reshape(delta.shape) + delta
     own = Q(tensor.tensor_type)
     target = forced
