@@ -46,8 +46,9 @@ def scaled_mm(m1: torch.Tensor, m2: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def dense_weight(weight: torch.Tensor | FrozenLinear, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` itself, or a compact base's weight dequantised into ``dtype`` now."""
-    return weight if isinstance(weight, torch.Tensor) else weight.dequantized(dtype)
+    """``weight`` itself, or a compact base's weight dequantised into ``dtype`` now, in its scratch
+    buffer (``FrozenLinear.scratch_weight``: use it before dequantising another of its shape)."""
+    return weight if isinstance(weight, torch.Tensor) else weight.scratch_weight(dtype)
 
 
 def saved_weight(weight: torch.Tensor | FrozenLinear) -> tuple[torch.Tensor | None, FrozenLinear | None]:
@@ -196,7 +197,7 @@ class LoraLinearFunction(torch.autograd.Function):
         """Gradients for x, bias, a, b and lora_bias (never for the frozen weight)."""
         x, weight, a, b, h, plan = ctx.saved_tensors
         if ctx.source is not None:
-            weight = ctx.source.dequantized(x.dtype)
+            weight = ctx.source.scratch_weight(x.dtype)
         need = ctx.needs_input_grad
         grad_x, grads = project_backward(
             grad_y.contiguous(), x, weight, a, b, h, unstash_plan(ctx.spec, plan), (need[2], need[3], need[4], need[5]),

@@ -68,6 +68,12 @@ def _fused_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
+def _weight(saved: torch.Tensor | None, source: FrozenLinear | None, dtype: torch.dtype) -> torch.Tensor:
+    """A projection's weight in backward: the saved tensor, or the compact source dequantised now
+    into its scratch buffer (gate and up share one: each is used before the next is made)."""
+    return saved if source is None else source.scratch_weight(dtype)
+
+
 class SwiGluFunction(torch.autograd.Function):
     """``down(silu(gate(x)) * up(x))`` keeping x, gate(x) and up(x) for backward.
 
@@ -101,14 +107,15 @@ class SwiGluFunction(torch.autograd.Function):
         """Recompute silu(g) * u, then run the three projections' backward passes."""
         x, g, u, h_gate, h_up, h_down, gw, ga, gb, uw, ua, ub, dw, da, db, *plans = ctx.saved_tensors
         specs = tuple(unstash_plan(spec, plan) for spec, plan in zip(ctx.specs, plans))
-        gw, uw, dw = (w if s is None else s.dequantized(x.dtype) for w, s in zip((gw, uw, dw), ctx.sources))
+        gate_src, up_src, down_src = ctx.sources  # compact weights: dequantised where each is used, one at a time
         need = ctx.needs_input_grad  # x, specs, then 5 per projection
         gate_needs, up_needs, down_needs = (tuple(need[2 + 5 * i + k] for k in (1, 2, 3, 4)) for i in range(3))
         need_mid = need[0] or any(gate_needs) or any(up_needs)
         act = F.silu(g)
         mid = act * u
         grad_mid, down_grads = project_backward(
-            grad_y.contiguous(), mid, dw, da, db, h_down, specs[2], down_needs, None, need_mid, x_is_scratch=True
+            grad_y.contiguous(), mid, _weight(dw, down_src, x.dtype), da, db, h_down, specs[2], down_needs, None, need_mid,
+            x_is_scratch=True
         )
         del mid
         grad_x = gate_grads = up_grads = None
@@ -117,9 +124,11 @@ class SwiGluFunction(torch.autograd.Function):
             del act
             grad_g = torch.ops.aten.silu_backward(grad_mid.mul_(u), g)
             del grad_mid
-            grad_x, gate_grads = project_backward(grad_g, x, gw, ga, gb, h_gate, specs[0], gate_needs, None, need[0])
+            grad_x, gate_grads = project_backward(grad_g, x, _weight(gw, gate_src, x.dtype), ga, gb, h_gate, specs[0],
+                                                  gate_needs, None, need[0])
             del grad_g
-            grad_x, up_grads = project_backward(grad_u, x, uw, ua, ub, h_up, specs[1], up_needs, grad_x, need[0])
+            grad_x, up_grads = project_backward(grad_u, x, _weight(uw, up_src, x.dtype), ua, ub, h_up, specs[1], up_needs,
+                                                grad_x, need[0])
         out = [grad_x, None]
         for grads in (gate_grads, up_grads, down_grads):
             out += [None] + ([None] * 4 if grads is None else [grads.bias, grads.a, grads.b, grads.lora_bias])
