@@ -13,9 +13,10 @@ intermediate ``h`` [N, r]; the dropped copy is rebuilt in backward with one ``in
 Backward also reuses that buffer for the masked input gradient and accumulates every
 contribution into one [N, in] tensor instead of autograd's per-branch sums.
 
-A compact frozen base (``models.quantized.FrozenLinear``) may stand in for ``W``: it is
-dequantised for the forward GEMM, not saved, and dequantised again in backward
-(``dense_weight``), so no float copy of its weight lives between the passes.
+A compact frozen base (``models.quantized.FrozenLinear``) may stand in for ``W``: its products
+run on the weight dequantised a slice of rows at a time into scratch (``base_linear`` and
+``base_input_grad``: ``FrozenLinear.mm_t`` / ``mm``), it is not saved, and it is dequantised again
+in backward, so no float copy of the weight lives between the passes, nor whole during one.
 
 ``project`` / ``project_backward`` are the two halves, shared with the fused MLP function
 (``fused_mlp.py``). The mathematics is the plain computation's; only float summation order may
@@ -45,10 +46,18 @@ def scaled_mm(m1: torch.Tensor, m2: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.addmm(_nothing(m1.dtype, m1.device), m1, m2, beta=0.0, alpha=scale)
 
 
-def dense_weight(weight: torch.Tensor | FrozenLinear, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` itself, or a compact base's weight dequantised into ``dtype`` now, in its scratch
-    buffer (``FrozenLinear.scratch_weight``: use it before dequantising another of its shape)."""
-    return weight if isinstance(weight, torch.Tensor) else weight.scratch_weight(dtype)
+def base_linear(x: torch.Tensor, weight: torch.Tensor | FrozenLinear, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x W^T (+ bias)`` [N, out] for a float ``weight`` or a compact base (applied in slices)."""
+    if isinstance(weight, FrozenLinear):
+        return weight.mm_t(x, bias)
+    return torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+
+
+def base_input_grad(g: torch.Tensor, weight: torch.Tensor | FrozenLinear, acc: torch.Tensor | None) -> torch.Tensor:
+    """``g W`` [N, in], added into ``acc`` when given (and returned), for a float or compact ``weight``."""
+    if isinstance(weight, FrozenLinear):
+        return weight.mm(g, out=acc, accumulate=acc is not None)
+    return torch.mm(g, weight) if acc is None else acc.addmm_(g, weight)
 
 
 def saved_weight(weight: torch.Tensor | FrozenLinear) -> tuple[torch.Tensor | None, FrozenLinear | None]:
@@ -65,14 +74,14 @@ class LoraSpec:
     drop: DropPlan | None  # elements of x the dropout zeroes (None: no dropout)
 
 
-def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor | None,
+def project(x: torch.Tensor, weight: torch.Tensor | FrozenLinear, bias: torch.Tensor | None, a: torch.Tensor | None,
             b: torch.Tensor | None, lora_bias: torch.Tensor | None, spec: LoraSpec | None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward of one projection without autograd: x [N, in] -> (y [N, out], h [N, r] or None).
 
     ``a`` None means a plain linear layer (no LoRA); then ``spec`` is ignored and ``h`` is None.
     """
-    y = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+    y = base_linear(x, weight, bias)
     if a is None:
         return y, None
     lora_in = spec.drop.apply(x) if spec.drop is not None else x
@@ -125,7 +134,7 @@ class ProjectionGrads:
 
 
 def project_backward(
-    g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None,
+    g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | FrozenLinear, a: torch.Tensor | None, b: torch.Tensor | None,
     h: torch.Tensor | None, spec: LoraSpec | None, needs: tuple[bool, bool, bool, bool],
     grad_x: torch.Tensor | None, need_x: bool, x_is_scratch: bool = False,
 ) -> tuple[torch.Tensor | None, ProjectionGrads]:
@@ -146,7 +155,7 @@ def project_backward(
         grads.b = torch.mm(g.t(), h)
     if a is None or not (need_a or need_x):
         if need_x:
-            grad_x = torch.mm(g, weight) if grad_x is None else grad_x.addmm_(g, weight)
+            grad_x = base_input_grad(g, weight, grad_x)
         return grad_x, grads
     gh = scaled_mm(g, b, spec.h_scale)  # [N, r]
     drop = spec.drop
@@ -154,8 +163,7 @@ def project_backward(
         if need_a:
             grads.a = torch.mm(gh.t(), x)
         if need_x:
-            grad_x = torch.mm(g, weight) if grad_x is None else grad_x.addmm_(g, weight)
-            grad_x.addmm_(gh, a)
+            grad_x = base_input_grad(g, weight, grad_x).addmm_(gh, a)
         return grad_x, grads
     if need_a:
         buffer = drop.apply_(x) if x_is_scratch else drop.apply(x)  # the dropped input, [N, in]
@@ -165,10 +173,7 @@ def project_backward(
     if need_x:
         # the buffer becomes the masked LoRA part of the input gradient; the base GEMM adds onto it
         drop.apply_(torch.mm(gh, a, out=buffer))
-        if grad_x is None:
-            grad_x = buffer.addmm_(g, weight)
-        else:
-            grad_x.add_(buffer).addmm_(g, weight)
+        grad_x = base_input_grad(g, weight, buffer if grad_x is None else grad_x.add_(buffer))
     return grad_x, grads
 
 
@@ -186,7 +191,7 @@ class LoraLinearFunction(torch.autograd.Function):
         """Compute y and keep x, the factors and h for backward."""
         ctx.factor_dtypes = tuple(None if t is None else t.dtype for t in (a, b, lora_bias))
         a, b, lora_bias = in_compute_dtype(x.dtype, a, b, lora_bias)
-        y, h = project(x, dense_weight(weight, x.dtype), bias, a, b, lora_bias, spec)
+        y, h = project(x, weight, bias, a, b, lora_bias, spec)
         kept, ctx.source = saved_weight(weight)  # a compact base saves nothing
         ctx.spec, plan = stash_plan(spec)
         ctx.save_for_backward(x, kept, a, b, h, plan)
@@ -196,8 +201,7 @@ class LoraLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         """Gradients for x, bias, a, b and lora_bias (never for the frozen weight)."""
         x, weight, a, b, h, plan = ctx.saved_tensors
-        if ctx.source is not None:
-            weight = ctx.source.scratch_weight(x.dtype)
+        weight = weight if ctx.source is None else ctx.source
         need = ctx.needs_input_grad
         grad_x, grads = project_backward(
             grad_y.contiguous(), x, weight, a, b, h, unstash_plan(ctx.spec, plan), (need[2], need[3], need[4], need[5]),

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from senior_intern.lora.functional import (
-    LoraSpec, as_dtype, dense_weight, in_compute_dtype, project, project_backward, saved_weight, stash_plan, unstash_plan,
+    LoraSpec, as_dtype, in_compute_dtype, project, project_backward, saved_weight, stash_plan, unstash_plan,
 )
 from senior_intern.lora.layer import LoraLayer
 from senior_intern.models.quantized import FrozenLinear
@@ -68,12 +68,6 @@ def _fused_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _weight(saved: torch.Tensor | None, source: FrozenLinear | None, dtype: torch.dtype) -> torch.Tensor:
-    """A projection's weight in backward: the saved tensor, or the compact source dequantised now
-    into its scratch buffer (gate and up share one: each is used before the next is made)."""
-    return saved if source is None else source.scratch_weight(dtype)
-
-
 class SwiGluFunction(torch.autograd.Function):
     """``down(silu(gate(x)) * up(x))`` keeping x, gate(x) and up(x) for backward.
 
@@ -88,10 +82,10 @@ class SwiGluFunction(torch.autograd.Function):
         ctx.factor_dtypes = [t.dtype if isinstance(t, torch.Tensor) else None for t in tensors]  # a compact weight has none
         tensors = [t if k % 5 < 2 else in_compute_dtype(x.dtype, t)[0] for k, t in enumerate(tensors)]
         gate_t, up_t, down_t = tensors[0:5], tensors[5:10], tensors[10:15]
-        g, h_gate = project(x, dense_weight(gate_t[0], x.dtype), *gate_t[1:], specs[0])
-        u, h_up = project(x, dense_weight(up_t[0], x.dtype), *up_t[1:], specs[1])
+        g, h_gate = project(x, *gate_t, specs[0])
+        u, h_up = project(x, *up_t, specs[1])
         mid = F.silu(g).mul_(u)
-        y, h_down = project(mid, dense_weight(down_t[0], x.dtype), *down_t[1:], specs[2])
+        y, h_down = project(mid, *down_t, specs[2])
         del mid
         stashed = [stash_plan(spec) for spec in specs]  # plans as saved tensors: checkpointing frees them
         ctx.specs = tuple(spec for spec, _ in stashed)
@@ -107,14 +101,14 @@ class SwiGluFunction(torch.autograd.Function):
         """Recompute silu(g) * u, then run the three projections' backward passes."""
         x, g, u, h_gate, h_up, h_down, gw, ga, gb, uw, ua, ub, dw, da, db, *plans = ctx.saved_tensors
         specs = tuple(unstash_plan(spec, plan) for spec, plan in zip(ctx.specs, plans))
-        gate_src, up_src, down_src = ctx.sources  # compact weights: dequantised where each is used, one at a time
+        gw, uw, dw = (w if s is None else s for w, s in zip((gw, uw, dw), ctx.sources))  # compact: applied in slices
         need = ctx.needs_input_grad  # x, specs, then 5 per projection
         gate_needs, up_needs, down_needs = (tuple(need[2 + 5 * i + k] for k in (1, 2, 3, 4)) for i in range(3))
         need_mid = need[0] or any(gate_needs) or any(up_needs)
         act = F.silu(g)
         mid = act * u
         grad_mid, down_grads = project_backward(
-            grad_y.contiguous(), mid, _weight(dw, down_src, x.dtype), da, db, h_down, specs[2], down_needs, None, need_mid,
+            grad_y.contiguous(), mid, dw, da, db, h_down, specs[2], down_needs, None, need_mid,
             x_is_scratch=True
         )
         del mid
@@ -124,10 +118,10 @@ class SwiGluFunction(torch.autograd.Function):
             del act
             grad_g = torch.ops.aten.silu_backward(grad_mid.mul_(u), g)
             del grad_mid
-            grad_x, gate_grads = project_backward(grad_g, x, _weight(gw, gate_src, x.dtype), ga, gb, h_gate, specs[0],
+            grad_x, gate_grads = project_backward(grad_g, x, gw, ga, gb, h_gate, specs[0],
                                                   gate_needs, None, need[0])
             del grad_g
-            grad_x, up_grads = project_backward(grad_u, x, _weight(uw, up_src, x.dtype), ua, ub, h_up, specs[1], up_needs,
+            grad_x, up_grads = project_backward(grad_u, x, uw, ua, ub, h_up, specs[1], up_needs,
                                                 grad_x, need[0])
         out = [grad_x, None]
         for grads in (gate_grads, up_grads, down_grads):
@@ -144,9 +138,13 @@ def _is_candidate(module: nn.Module) -> bool:
 def _computes_swiglu(module: nn.Module) -> bool:
     """Does the module's own forward equal down(silu(gate(x)) * up(x))? (eval mode, no RNG use)."""
     gate = module.gate_proj
-    weight = gate.base_layer.weight if isinstance(gate, LoraLayer) else gate.weight
+    base = gate.base_layer if isinstance(gate, LoraLayer) else gate
+    if isinstance(base, FrozenLinear):  # its ``weight`` would dequantise the whole matrix
+        device, dtype = base.qdata.device, base.compute_dtype
+    else:
+        device, dtype = base.weight.device, base.weight.dtype
     generator = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(_CHECK_ROWS, weight.shape[1], generator=generator).to(weight.device, weight.dtype)
+    x = torch.randn(_CHECK_ROWS, base.in_features, generator=generator).to(device, dtype)
     modes = [(m, m.training) for m in module.modules()]  # children may differ from the parent
     module.eval()
     try:
@@ -155,7 +153,7 @@ def _computes_swiglu(module: nn.Module) -> bool:
     finally:
         for m, training in modes:
             m.training = training
-    tolerance = 1e-4 if weight.dtype == torch.float32 else 2e-2
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
     return expected.shape == got.shape and torch.allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 

@@ -25,7 +25,7 @@ from senior_intern.lora.embedding import LoraEmbedding
 from senior_intern.lora.layer import LoraLayer
 from senior_intern.lora.targets import select_targets
 from senior_intern.models.info import format_parameter_count
-from senior_intern.models.quantized import FrozenLinear
+from senior_intern.models.quantized import FrozenEmbedding, FrozenLinear
 
 PEFT_PREFIX = "base_model.model."
 
@@ -78,8 +78,10 @@ class LoraModel(nn.Module):
         try:  # build every wrapper before touching the model, so an error leaves it as it was
             for name in selection.linear:
                 wrappers[name] = LoraLayer(model.get_submodule(name), cfg, name, dtype=dtype)
-            for name in selection.embedding:
-                wrappers[name] = LoraEmbedding(model.get_submodule(name), cfg, name, dtype=dtype)
+            for name in selection.embedding:  # a compact embedding becomes dense to carry LoRA
+                base = model.get_submodule(name)
+                base = base.to_dense() if isinstance(base, FrozenEmbedding) else base
+                wrappers[name] = LoraEmbedding(base, cfg, name, dtype=dtype)
         except (ValueError, TypeError):
             self._restore_requires_grad()
             raise

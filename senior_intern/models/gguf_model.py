@@ -6,7 +6,10 @@ device (no memory, no random init), then reads the file's tensors once:
 - every linear weight (q/k/v/o, gate/up/down, an untied LM head) becomes a ``FrozenLinear``
   holding a copy of the file's blocks; llama-style q/k rows are put back in Hugging Face order
   by permuting whole rows of blocks (the permutation transformers applies to the float weight);
-- every other tensor (embeddings, norms, biases) is dequantised into the compute dtype, through
+- a plain token embedding (``nn.Embedding``; not a scaled one such as Gemma's) in any block type
+  but F32 becomes a ``FrozenEmbedding`` over the file's blocks, and a tied LM head a
+  ``FrozenLinear`` over the same blocks;
+- every other tensor (norms, biases, other embeddings) is dequantised into the compute dtype, through
   the same per-architecture processing transformers applies (``TENSOR_PROCESSORS``);
 - buffers computed at construction (rotary frequencies) are rebuilt on the CPU.
 
@@ -31,7 +34,7 @@ from gguf import GGMLQuantizationType
 from senior_intern.models import dequant
 from senior_intern.models.gguf_header import GGUFTensor, read_gguf_header
 from senior_intern.models.info import ModelLoadError, one_line
-from senior_intern.models.quantized import FrozenLinear
+from senior_intern.models.quantized import FrozenEmbedding, FrozenLinear
 
 Progress = Callable[[int, int], None]
 _CHUNK_ROWS = 2048
@@ -170,7 +173,12 @@ def load_compact_gguf(source: Path, config: Any, architecture: str, dtype: torch
                                  f"the config expects {list(expected)}")
         setattr(module, attr, nn.Parameter(value, requires_grad=False))
     if tied:
-        model.get_output_embeddings().weight = model.get_input_embeddings().weight
+        embedding = model.get_input_embeddings()
+        if isinstance(embedding, FrozenEmbedding):  # the head reads the same blocks
+            for name in heads:
+                _set_child(model, name, embedding.as_head())
+        else:
+            model.get_output_embeddings().weight = embedding.weight
     _rebuild_meta_buffers(model, source)
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
@@ -186,10 +194,15 @@ def _place(model: nn.Module, hf_name: str, tensor: GGUFTensor, raw: torch.Tensor
     ``n_head`` / ``n_kv`` > 0: undo llama.cpp's q/k row permutation."""
     module_name, _, attr = hf_name.rpartition(".")
     module = model.get_submodule(module_name)
+    type_name = GGMLQuantizationType(tensor.ggml_type).name
+    if type(module) is nn.Embedding and attr == "weight" and type_name in dequant.KERNELS and type_name != "F32":
+        if tuple(raw.shape) == (module.num_embeddings, dequant.row_bytes(type_name, module.embedding_dim)):
+            _set_child(model, module_name, FrozenEmbedding(module.num_embeddings, module.embedding_dim, type_name, raw,
+                                                           dtype, module.padding_idx))
+            return
     if not (type(module) is nn.Linear and attr == "weight" and module_name not in heads):
         pending.append((hf_name, tensor, raw))
         return
-    type_name = GGMLQuantizationType(tensor.ggml_type).name
     try:
         dequant.check_supported(type_name, f"{source}: tensor {tensor.name}")
     except dequant.UnsupportedQuantization as exc:

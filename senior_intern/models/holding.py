@@ -2,9 +2,10 @@
 
 ``base_holding(path, base_quantization)`` groups the base's tensors as the loader treats them:
 
-- a GGUF file: every linear weight (2-D, not the token embedding) whose block type has a kernel
-  stays in the file's blocks (``FrozenLinear``), at the bytes the file gives it; the rest
-  (embeddings, norms, biases) is dequantised into the compute dtype. An architecture the compact
+- a GGUF file: every linear weight whose block type has a kernel stays in the file's blocks
+  (``FrozenLinear``), at the bytes the file gives it, and so does the token embedding in any
+  such type but F32 (``FrozenEmbedding``; not Gemma 3's scaled one); the rest (norms, biases)
+  is dequantised into the compute dtype. An architecture the compact
   reader cannot map loads dense (``gguf_model.compact_supported``), and a linear weight of a type
   without a kernel makes the open fail (``unsupported`` names them).
 - a Hugging Face folder: ``base_quantization`` (``auto`` resolved for this machine) quantises the
@@ -24,6 +25,7 @@ from math import prod
 from senior_intern.models.info import ModelLoadError
 
 INT4_GROUP = 32
+SCALED_EMBEDDINGS = ("gemma3",)  # architectures whose transformers embedding is not a plain nn.Embedding
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,15 @@ def _gguf_holding(source) -> BaseHolding:
     nbytes: Counter[str] = Counter()
     unsupported = set()
     for t in header.tensors:
-        if len(t.shape) != 2 or t.name.startswith("token_embd"):
+        if len(t.shape) != 2:
             continue
         try:
             kind = GGMLQuantizationType(t.ggml_type).name
         except ValueError:
             raise ModelLoadError(f"{source}: tensor {t.name} has unknown GGUF type {t.ggml_type}") from None
+        if t.name.startswith("token_embd") and (kind not in KERNELS or kind == "F32"
+                                                or header.architecture.startswith(SCALED_EMBEDDINGS)):
+            continue  # dense: FrozenEmbedding takes a plain embedding in a block type with a kernel
         if kind not in KERNELS:
             unsupported.add(kind)
             continue

@@ -26,6 +26,7 @@ import torch
 
 from senior_intern.config import TrainingJob
 from senior_intern.data import check_training_data
+from senior_intern.hardware.allocator import limit_heap_growth
 from senior_intern.hardware.detect import empty_device_caches
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed
@@ -90,6 +91,7 @@ class Trainer:
         lock: RunLock | None = None
         try:
             self._states.set(TrainingState.PREPARING, "Preparing: loading model and dataset")
+            limit_heap_growth()  # before the model loads: large blocks go back to the system when freed
             validation = job.validate()
             if not validation.is_valid:
                 raise ValueError("Invalid training job: " + "; ".join(validation.errors))

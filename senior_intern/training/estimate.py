@@ -38,18 +38,19 @@ from senior_intern.training.estimate_data import DataFacts, data_facts
 SAFETY_MARGIN = 0.10
 """Share of free memory kept in reserve: a job fits when its peak is at most 90% of the free memory."""
 ALLOCATOR_SLACK = {"cpu": 0.20, "cuda": 0.10, "mps": 0.10}
-"""Memory the allocator holds beyond the live activations, as a share of them. CPU (glibc): freed
-chunks stay in the heap; with 0.2 the demo GGUF's estimates (float32 and bfloat16, 1 x 128 to
-2 x 512) fall within -13%..+9% of the measured peaks (``benchmarks/estimate_accuracy.py``;
-peaks read with ``peak_rss_bytes``)."""
+"""Memory the allocator holds beyond the live activations, as a share of them. CPU (glibc, its mmap
+threshold fixed by ``hardware.allocator.limit_heap_growth``): small freed chunks stay in the heap.
+With 0.2 and the CPU overhead below, the demo GGUF's estimates (float32 and bfloat16, 1 x 128 to
+2 x 512, with and without checkpointing) fall within -3%..+10% of the measured peaks
+(``benchmarks/estimate_accuracy.py``; peaks read with ``peak_rss_bytes``)."""
 CPU_CHECKPOINT_RETAINED = 0.30
 """With gradient checkpointing on the CPU, glibc keeps some of the recomputed layers' freed buffers:
 the resident growth measured 0.28 times the activations of the same run without checkpointing
 (demo GGUF, 2 x 512 float32; 0.61-0.76 before the base stayed compact)."""
-DEVICE_OVERHEAD = {"cpu": 170 * 2**20, "cuda": 600 * 2**20, "mps": 300 * 2**20}
+DEVICE_OVERHEAD = {"cpu": 130 * 2**20, "cuda": 600 * 2**20, "mps": 300 * 2**20}
 """Bytes the framework takes besides tensors: on the CPU runtime buffers and the first step's one-off
-allocations (fitted to the demo GGUF's runs from 1 x 32 to 4 x 256 tokens: 360-480 MB above the
-LoRA state and the base); the CUDA context and cuBLAS workspace."""
+allocations (refitted to the demo GGUF's runs, 1 x 128 to 2 x 512, once large freed blocks went
+back to the system: 170 MB before); the CUDA context and cuBLAS workspace."""
 EFFICIENCY = {("cpu", 4): 0.68, ("cpu", 2): 0.39, ("cuda", 4): 0.35, ("cuda", 2): 0.35, ("mps", 4): 0.30, ("mps", 2): 0.30}
 """Share of the measured matmul rate a whole training step achieves, by device and dtype size (norms,
 attention, LoRA's thin float32 matmuls and dtype casts run slower than one large matmul; on the CPU

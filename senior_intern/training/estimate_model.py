@@ -81,12 +81,18 @@ class ModelFacts:
 
     def base_weight_bytes(self, s: int) -> int:
         """Bytes of the frozen base in memory with ``s`` bytes per dense element: the dense part,
-        the compact part as held, and while compact, the scratch of dequantising one MLP
-        (gate, up and down at once in float32, plus the kernel's temporaries)."""
+        the compact part as held, and while compact, the float32 scratch weights it dequantises
+        into (``models.quantized``: one buffer per projection shape, q/o, k/v, gate/up and down,
+        plus one slice of a compact LM head)."""
+        from senior_intern.models.quantized import SLICE_BYTES
+
         dense = (self.base_parameters - self.compact_elements) * s
         if not self.compact_elements:
             return dense
-        return dense + self.compact_bytes + 4 * 4 * self.hidden_size * self.intermediate_size
+        h, i = self.hidden_size, self.intermediate_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        scratch = 4 * (q * h + kv * h + 2 * i * h) + min(4 * self.vocab_size * h, SLICE_BYTES)
+        return dense + self.compact_bytes + scratch
 
     @property
     def lora_macs(self) -> int:

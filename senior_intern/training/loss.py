@@ -8,7 +8,7 @@ position ``T - 1`` predicts nothing and label ``0`` is never a target. Labels eq
 label is valid first (prompt and pad positions never reach the head), then projects them in
 chunks of ``chunk_size`` rows, so at most ``[chunk_size, V]`` float32 logits exist at a time:
 
-- for an ``nn.Linear`` head, ``_FusedLinearCrossEntropy`` computes the loss *and* the gradients
+- for an ``nn.Linear`` head (or a compact ``FrozenLinear`` one), ``_FusedLinearCrossEntropy`` computes the loss *and* the gradients
   of each chunk in the forward pass and keeps only the gradients (``[n, H]``, plus ``[V, H]``
   when the head trains); backward scales them by the incoming gradient;
 - for any other head module (a LoRA-wrapped head, a soft-capped head), each chunk runs under
@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from senior_intern.data.loader import to_device
+from senior_intern.models.quantized import FrozenLinear
 
 IGNORE_INDEX = -100
 _REDUCTIONS = ("mean", "sum", "none")
@@ -110,13 +111,17 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     loss = m + log s - Z[target]. With softmax P = E / s the gradients are
     dh = P W - W[target] and dW = P^T h - onehot^T h, computed as ``(E @ W) / s`` and
     ``E^T @ (h / s)`` so the [rows, V] matrix is never normalised or one-hot edited.
+
+    ``weight`` may be a compact head (``FrozenLinear``, never trained): its products run a slice
+    of vocabulary rows at a time and W[target] dequantises only the target rows.
     """
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, chunk_size, need_h, need_w, need_b):
         n, H = h.shape
-        V = weight.shape[0]
-        dtype, device, f32 = weight.dtype, h.device, torch.float32
+        compact = isinstance(weight, FrozenLinear)
+        V = weight.out_features if compact else weight.shape[0]
+        dtype, device, f32 = weight.compute_dtype if compact else weight.dtype, h.device, torch.float32
         ctx.dtypes = (h.dtype, dtype)
         h = h.to(dtype)
         low = dtype != f32
@@ -136,7 +141,11 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             hc, tc = h[start:start + rows_max], targets[start:start + rows_max]
             rows, first = hc.shape[0], start == 0
             z = logits[:rows]
-            if low:
+            if compact and low:
+                z.copy_(weight.mm_t(hc, out=low_buf[:rows]))
+            elif compact:
+                weight.mm_t(hc, out=z)
+            elif low:
                 z.copy_(torch.mm(hc, weight.t(), out=low_buf[:rows]))
             else:
                 torch.mm(hc, weight.t(), out=z)
@@ -152,7 +161,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 continue
             inv_s = s.reciprocal().to(dtype)[:, None]  # [rows, 1]
             e = low_buf[:rows].copy_(e) if low else e
-            if need_h:
+            if need_h and compact:
+                gh = weight.mm(e, out=grad_h[start:start + rows])
+                gh.mul_(inv_s).sub_(weight.rows_at(tc, dtype))
+            elif need_h:
                 gh = torch.mm(e, weight, out=grad_h[start:start + rows])
                 gh.mul_(inv_s).sub_(weight.index_select(0, tc))
             if need_w:
@@ -232,7 +244,8 @@ def chunked_causal_lm_loss(
 
     ``hidden`` [B, T, H] are the final hidden states (after the last norm); ``head`` maps
     [n, H] -> [n, V]: an ``nn.Linear`` (weight [V, H], optional bias; exactly ``nn.Linear``,
-    not a subclass) takes the fused path, any other module the checkpointed path. ``labels``
+    not a subclass) or a compact ``FrozenLinear`` takes the fused path, any other module the
+    checkpointed path. ``labels``
     [B, T] may live on the CPU, which avoids a device synchronisation: the only one is the
     selection of valid positions when labels live on the device. Returns the float32 loss sum
     (0 with zero gradients when every label is ignored), the number of targets and the number
@@ -241,7 +254,8 @@ def chunked_causal_lm_loss(
     if chunk_size < 1:
         raise ValueError(f"loss_chunk_size must be at least 1; got {chunk_size}")
     _check_inputs(hidden, labels, "hidden states", "hidden")
-    fused = type(head) is nn.Linear
+    compact = isinstance(head, FrozenLinear)
+    fused = compact or type(head) is nn.Linear
     positions, targets = _select_targets(labels, ignore_index, head.out_features if fused else None)
     n_valid = positions.numel()
     positions = to_device(positions, hidden.device)  # temporaries: never an async copy on MPS
@@ -251,9 +265,9 @@ def chunked_causal_lm_loss(
         grad = torch.is_grad_enabled()
         bias = head.bias
         loss_sum, n_correct = _FusedLinearCrossEntropy.apply(
-            selected, head.weight, bias, targets, chunk_size,
+            selected, head if compact else head.weight, bias, targets, chunk_size,
             grad and selected.requires_grad,
-            grad and head.weight.requires_grad,
+            grad and not compact and head.weight.requires_grad,
             grad and bias is not None and bias.requires_grad,
         )
     else:

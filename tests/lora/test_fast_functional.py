@@ -100,3 +100,28 @@ def test_layer_uses_the_function_only_where_it_computes_the_same():
     hooked = LoraLayer(nn.Linear(8, 8), LoraConfig(rank=2))
     hooked.base_layer.register_forward_hook(lambda *_: None)
     assert not hooked.fused_ok(torch.randn(2, 8))  # hooks on the base must still run
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("slice_rows", [None, 3])
+def test_a_compact_base_applied_in_slices_gives_the_dense_values_and_gradients(p, slice_rows, monkeypatch):
+    """A FrozenLinear base (int8 here) in whole and in 3-row slices (20 rows: 3, ..., 3, 2) equals
+    its dequantised weight used densely, including the input gradient accumulated over slices."""
+    from senior_intern.models import quantized
+
+    x, weight, bias, a, b, lora_bias = tensors(True)
+    compact = quantized.FrozenLinear.quantize(nn.Linear(24, 20, bias=False), "int8")
+    compact.qdata.copy_(torch.randint(-127, 128, compact.qdata.shape, generator=torch.Generator().manual_seed(4)))
+    if slice_rows:
+        monkeypatch.setattr(quantized, "SLICE_BYTES", slice_rows * 24 * 4)
+    drop = DropPlan.draw(x.shape, p, "cpu", torch.Generator().manual_seed(1)) if p else None
+    spec = LoraSpec(2.0 / (1 - p), 2.0, drop)
+    inputs = [x, bias, a, b, lora_bias]
+    upstream = torch.randn(37, 20, generator=torch.Generator().manual_seed(2))
+    fast = LoraLinearFunction.apply(x, compact, bias, a, b, lora_bias, spec)
+    fast_grads = torch.autograd.grad(fast, inputs, upstream)
+    ref = plain(x, compact.dequantized(), bias, a, b, lora_bias, spec)
+    ref_grads = torch.autograd.grad(ref, inputs, upstream)
+    assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(fast_grads, ref_grads):
+        assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,7 @@ import torch
 from senior_intern.config import LoraConfig, TrainingConfig
 from senior_intern.lora import LoraModel
 from senior_intern.models import load_base_model
-from senior_intern.models.quantized import FrozenLinear, compact_bytes
+from senior_intern.models.quantized import FrozenEmbedding, FrozenLinear, compact_bytes
 from senior_intern.training.forward import CausalLMForward
 from senior_intern.training.prepare import prepare_for_training
 
@@ -26,8 +26,13 @@ def both(demo_gguf):
 
 def test_every_decoder_linear_stays_in_its_gguf_blocks(both):
     compact, dense, events = both
-    linears = [m for m in compact.model.modules() if isinstance(m, FrozenLinear)]
+    head, embedding = compact.model.get_output_embeddings(), compact.model.get_input_embeddings()
+    linears = [m for m in compact.model.modules() if isinstance(m, FrozenLinear) and m is not head]
     assert len(linears) == 30 * 7 and {m.kind for m in linears} == {"Q4_1"}
+    # the tied embedding stays in its blocks too, and the head reads the same bytes
+    assert isinstance(embedding, FrozenEmbedding) and isinstance(head, FrozenLinear)
+    assert head.qdata is embedding.qdata and (head.out_features, head.in_features) == (49152, 576)
+    torch.testing.assert_close(embedding.weight, dense.model.get_input_embeddings().weight, rtol=0, atol=0)
     assert compact.info.base_held == "gguf" and dense.info.base_held == "float"
     packed, other = compact_bytes(compact.model)
     dense_bytes = sum(p.numel() * 4 for p in dense.model.parameters())

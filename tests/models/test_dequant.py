@@ -61,6 +61,25 @@ def test_frozen_linear_forward_and_input_gradient_equal_the_dense_layer(type_nam
     assert layer.nbytes < dense.weight.numel() * 4 / 3
 
 
+def test_a_weight_applied_in_slices_equals_the_whole(monkeypatch):
+    """Above SLICE_BYTES the products run a slice of rows at a time (3, 3, 2 of 8 rows here)."""
+    from senior_intern.models import quantized
+
+    q = _blocks("Q8_0", np.random.default_rng(3))
+    layer = FrozenLinear(COLS, ROWS, "Q8_0", torch.from_numpy(q.copy()), bias=torch.randn(ROWS))
+    dense = layer.to_dense()
+    monkeypatch.setattr(quantized, "SLICE_BYTES", 3 * COLS * 4)
+    x = torch.randn(6, COLS, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, dense(x), rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(grad, g @ dense.weight, rtol=1e-5, atol=1e-5)
+    acc = torch.ones(6, COLS)
+    torch.testing.assert_close(layer.mm(g, out=acc, accumulate=True), 1 + g @ dense.weight, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.rows_at(torch.tensor([7, 0, 7])), dense.weight[[7, 0, 7]].detach())
+
+
 def test_backward_keeps_no_dequantised_weight():
     q = _blocks("Q4_0", np.random.default_rng(2))
     layer = FrozenLinear(COLS, ROWS, "Q4_0", torch.from_numpy(q.copy()))

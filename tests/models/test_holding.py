@@ -17,10 +17,12 @@ def _buffers(model) -> int:
                if not name.endswith((".qdata", ".qscale")))
 
 
-def test_the_demo_gguf_is_held_in_its_q4_1_blocks_at_the_bytes_it_opens_with(demo_gguf: Path) -> None:
+def test_the_demo_gguf_is_held_in_its_blocks_at_the_bytes_it_opens_with(demo_gguf: Path) -> None:
     holding = base_holding(demo_gguf)
     assert holding.held == "gguf" and not holding.unsupported
-    assert [(p.kind, p.tensors) for p in holding.compact] == [("Q4_1", 210)]
+    # 210 Q4_1 decoder linears and the Q8_0 token embedding, which the tied head reads too
+    assert [(p.kind, p.tensors) for p in holding.compact] == [("Q4_1", 210), ("Q8_0", 1)]
+    assert holding.dense_elements == 61 * 576  # the norms only
     loaded = load_base_model(demo_gguf)
     packed, other = compact_bytes(loaded.model)
     assert holding.compact_bytes == packed
