@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 
 from senior_intern.hardware.metrics import format_bytes
-from senior_intern.models.holding import BaseHolding
+from senior_intern.models.holding import BaseHolding, holding_rows
 from senior_intern.models.info import ModelInfo
 
 BASE_QUANTIZATIONS = ("none", "int8", "int4", "auto")  # as models.loader.BASE_QUANTIZATIONS
-_HELD = {"gguf": "compact: the GGUF file's own blocks, dequantised per layer", "int8": "compact: int8, quantised at load",
-         "int4": "compact: int4, quantised at load", "float": "dense floats"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,21 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--base-quantization", choices=BASE_QUANTIZATIONS, default="none",
                       help="how a Hugging Face folder's linear weights would be held (GGUF files stay in their blocks)")
     info.set_defaults(func=run_info)
-
-
-def holding_rows(holding: BaseHolding) -> list[tuple[str, str]]:
-    """``(label, value)`` rows saying how the base is held and the bytes its weights take opened."""
-    rows = [("Held as", _HELD[holding.held])]
-    for part in holding.compact:
-        rows.append((f"  {part.kind}", f"{part.tensors} linear weights, {format_bytes(part.nbytes)}"))
-    if holding.compact:
-        rows.append(("  float", f"{holding.dense_elements:,} other values (embeddings, norms) in the compute dtype"))
-    if holding.unsupported:
-        rows.append(("  refused", f"{', '.join(holding.unsupported)}: no kernel for these block types, "
-                                  "the model cannot open; convert the file to Q8_0 or Q4_K"))
-    rows.append(("In memory", f"{format_bytes(holding.memory_bytes(4))} with float32, "
-                              f"{format_bytes(holding.memory_bytes(2))} with bfloat16"))
-    return rows
 
 
 def info_lines(info: ModelInfo, holding: BaseHolding | None = None) -> list[str]:

@@ -28,10 +28,12 @@ def is_model_path(path: str | Path) -> bool:
     return False
 
 
-def model_details(path: str) -> dict[str, str]:
-    """Readable facts about a base model (architecture, parameters, vocabulary, context, size...)."""
+def model_details(path: str, base_quantization: str = "none") -> dict[str, str]:
+    """Readable facts about a base model (architecture, parameters, vocabulary, context, size...)
+    and how a run holds it (``models.holding``: compact blocks or dense, bytes in memory)."""
     from senior_intern.hardware.metrics import format_bytes
     from senior_intern.models import metadata
+    from senior_intern.models.holding import base_holding, holding_rows
 
     info = metadata(path)
     facts = {
@@ -44,6 +46,8 @@ def model_details(path: str) -> dict[str, str]:
         "Weights": info.quantization or info.dtype,
         "Chat template": "yes" if info.has_chat_template else "no",
     }
+    for label, value in holding_rows(base_holding(path, base_quantization)):
+        facts[label.strip() if not label.startswith(" ") else "\u2003" + label.strip()] = value
     return {k: v for k, v in facts.items() if v}
 
 

@@ -294,7 +294,8 @@ class TrainPage(QWidget):
             self.tasks.forget("model details")
             return
         self.model_busy.start("Reading the model…")
-        self.tasks.submit(analysis.model_details, path, on_done=self._model_details_ready,
+        quantization = self.current_job()[0].training.base_quantization
+        self.tasks.submit(analysis.model_details, path, quantization, on_done=self._model_details_ready,
                           on_error=self._model_details_failed, latest="model details", name="Reading the model")
 
     def _model_details_ready(self, facts: dict[str, str]) -> None:

@@ -30,7 +30,8 @@ SCALED_EMBEDDINGS = ("gemma3",)  # architectures whose transformers embedding is
 
 @dataclass(frozen=True)
 class HeldPart:
-    """Linear weights held compactly in one form: ``kind`` is a GGUF block type or int8/int4."""
+    """Weight matrices (linear layers, a GGUF token embedding) held compactly in one form:
+    ``kind`` is a GGUF block type or int8/int4."""
 
     kind: str
     tensors: int
@@ -49,7 +50,7 @@ class BaseHolding:
 
     @property
     def compact_bytes(self) -> int:
-        """Bytes of the compact linear weights."""
+        """Bytes of the compact weights."""
         return sum(p.nbytes for p in self.compact)
 
     def memory_bytes(self, dtype_bytes: int) -> int:
@@ -118,3 +119,26 @@ def _gguf_holding(source) -> BaseHolding:
         nbytes[kind] += t.nbytes
     parts = tuple(HeldPart(k, counts[k], elements[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k]))
     return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)))
+
+
+_HELD = {"gguf": "compact: the GGUF file's own blocks, dequantised per layer", "int8": "compact: int8, quantised at load",
+         "int4": "compact: int4, quantised at load", "float": "dense floats"}
+
+
+def holding_rows(holding: BaseHolding) -> list[tuple[str, str]]:
+    """``(label, value)`` rows saying how the base is held and the bytes its weights take opened
+    (``model info`` and the GUI's model card show them; a part's label is indented)."""
+    from senior_intern.hardware.metrics import format_bytes
+
+    rows = [("Held as", _HELD[holding.held])]
+    for part in holding.compact:
+        rows.append((f"  {part.kind}", f"{part.tensors} weight {'matrix' if part.tensors == 1 else 'matrices'}, {format_bytes(part.nbytes)}"))
+    if holding.compact:
+        rows.append(("  float", f"{holding.dense_elements:,} other values (norms, biases, embeddings not kept compact) "
+                                "in the compute dtype"))
+    if holding.unsupported:
+        rows.append(("  refused", f"{', '.join(holding.unsupported)}: no kernel for these block types, "
+                                  "the model cannot open; convert the file to Q8_0 or Q4_K"))
+    rows.append(("In memory", f"{format_bytes(holding.memory_bytes(4))} with float32, "
+                              f"{format_bytes(holding.memory_bytes(2))} with bfloat16"))
+    return rows

@@ -69,15 +69,15 @@ OPENING_INTERVAL = 0.5
 
 
 def held_summary(model: torch.nn.Module, held: str) -> str:
-    """How the frozen base is held, for the log: ``"linear weights as GGUF blocks (Q4_1), 66.4 MB; other 113.4 MB"``."""
-    from senior_intern.models.quantized import FrozenLinear, compact_bytes
+    """How the frozen base is held, for the log: ``"weights as GGUF blocks (Q4_1, Q8_0), 92.0 MB; other tensors 0.1 MB"``."""
+    from senior_intern.models.quantized import FrozenEmbedding, FrozenLinear, compact_bytes
 
     packed, other = compact_bytes(model)
-    kinds = sorted({m.kind for m in model.modules() if isinstance(m, FrozenLinear)})
+    kinds = sorted({m.kind for m in model.modules() if isinstance(m, (FrozenLinear, FrozenEmbedding))})
     if not kinds:
         return f"weights dense ({held}), {other / 1e6:.1f} MB"
     how = f"GGUF blocks ({', '.join(kinds)})" if held == "gguf" else ", ".join(kinds)
-    return f"linear weights as {how}, {packed / 1e6:.1f} MB; other tensors {other / 1e6:.1f} MB"
+    return f"weights as {how}, {packed / 1e6:.1f} MB; other tensors {other / 1e6:.1f} MB"
 
 
 class Session:

@@ -45,8 +45,9 @@ def test_model_info_says_how_the_demo_gguf_is_held(demo_gguf, capsys):
     assert main(["model", "info", str(demo_gguf)]) == 0
     out = capsys.readouterr().out
     assert "Held as:         compact: the GGUF file's own blocks, dequantised per layer" in out
-    assert "  Q4_1:          210 linear weights, 63.3 MB" in out
-    assert "In memory:       171.4 MB with float32, 117.3 MB with bfloat16" in out
+    assert "  Q4_1:          210 weight matrices, 63.3 MB" in out
+    assert "  Q8_0:          1 weight matrix, 28.7 MB" in out  # the token embedding, also the tied head
+    assert "In memory:       92.1 MB with float32, 92.0 MB with bfloat16" in out
 
 
 def test_model_info_on_a_folder_with_int4(tmp_path, capsys):
@@ -54,6 +55,6 @@ def test_model_info_on_a_folder_with_int4(tmp_path, capsys):
     assert main(["model", "info", str(folder), "--base-quantization", "int4"]) == 0
     out = capsys.readouterr().out
     assert "Held as:         compact: int4, quantised at load" in out
-    assert "  int4:          14 linear weights" in out
+    assert "  int4:          14 weight matrices" in out
     assert main(["model", "info", str(folder)]) == 0
     assert "Held as:         dense floats" in capsys.readouterr().out

@@ -36,3 +36,14 @@ def test_a_single_training_sample_makes_one_step_per_epoch(tiny_job, tmp_path):
     job.validation_split = 0.0
     analysis = analyze_dataset(job)
     assert analysis.train_samples == 1 and analysis.steps_per_epoch == 1
+
+
+def test_the_model_card_says_how_the_base_is_held(demo_gguf, tiny_model_dir):
+    from senior_intern.gui.analysis import model_details
+
+    demo = model_details(str(demo_gguf))
+    assert demo["Held as"].startswith("compact: the GGUF file's own blocks")
+    assert demo["\u2003Q4_1"] == "210 weight matrices, 63.3 MB"
+    assert demo["In memory"].startswith("92.1 MB with float32")
+    folder = model_details(str(tiny_model_dir), "int8")
+    assert folder["Held as"] == "compact: int8, quantised at load" and "\u2003int8" in folder

@@ -72,6 +72,20 @@ def test_a_module_that_computes_something_else_is_left_alone():
     assert fuse_mlps(model) == []
 
 
+def test_the_check_runs_once_per_kind_of_mlp(monkeypatch):
+    from senior_intern.lora import fused_mlp
+
+    checked = []
+    real = fused_mlp._computes_swiglu
+    monkeypatch.setattr(fused_mlp, "_computes_swiglu", lambda m: checked.append(m) or real(m))
+    _, _, names = tiny()
+    assert names == ["model.layers.0.mlp", "model.layers.1.mlp"] and len(checked) == 1
+    checked.clear()
+    model, _, _ = tiny(fuse=False)
+    model.model.layers[1].mlp.act_fn = nn.GELU()  # another activation: its own check, not fused
+    assert fuse_mlps(model) == ["model.layers.0.mlp"] and len(checked) == 2
+
+
 def test_merged_disabled_and_eval_runs_match_the_unfused_model():
     fused_model, fused_lora, _ = tiny()
     plain_model, plain_lora, _ = tiny(fuse=False)
