@@ -63,6 +63,7 @@ class TrainPage(QWidget):
         self._job = TrainingJob()
         self._analysis: analysis.DatasetAnalysis | None = None
         self._analysis_for: tuple | None = None
+        self._details_quantization: str | None = None  # the base quantization the model card shows
         self._analysis_error = ""
         self._diagnosis: doctor.Diagnosis | None = None
         self._running = False
@@ -232,6 +233,8 @@ class TrainPage(QWidget):
     def _edited(self) -> None:
         job, parse_problems = self.current_job()
         self._sync_preset()
+        if job.training.base_quantization != self._details_quantization:  # the card says how it is held
+            self._load_model_details()
         key = _analysis_key(job)
         if key != self._analysis_for:
             self._analysis, self._analysis_error, self._diagnosis = None, "", None
@@ -289,13 +292,13 @@ class TrainPage(QWidget):
     def _load_model_details(self) -> None:
         path = self.model_picker.path()
         self.model_info.clear()
+        self._details_quantization = self.current_job()[0].training.base_quantization
         if not path or not Path(path).exists():
             self.model_busy.stop()
             self.tasks.forget("model details")
             return
         self.model_busy.start("Reading the model…")
-        quantization = self.current_job()[0].training.base_quantization
-        self.tasks.submit(analysis.model_details, path, quantization, on_done=self._model_details_ready,
+        self.tasks.submit(analysis.model_details, path, self._details_quantization, on_done=self._model_details_ready,
                           on_error=self._model_details_failed, latest="model details", name="Reading the model")
 
     def _model_details_ready(self, facts: dict[str, str]) -> None:

@@ -85,6 +85,10 @@ def test_dropping_a_model_folder_selects_the_model(window, qtbot, tiny_model_dir
     qtbot.waitUntil(lambda: "LlamaForCausalLM" in page.model_info.text(), timeout=30000)
     assert "Vocabulary" in page.model_info.text()
     assert "Held as" in page.model_info.text() and "dense floats" in page.model_info.text()
+    editor = page.form.editors["training.base_quantization"]  # the card follows how the base is held
+    editor.set("int8")
+    editor.changed.emit()
+    qtbot.waitUntil(lambda: "compact: int8, quantised at load" in page.model_info.text(), timeout=30000)
 
 
 def test_a_drop_on_a_picker_sets_that_picker(window, qtbot, tmp_path):
