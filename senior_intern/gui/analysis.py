@@ -47,7 +47,7 @@ def model_details(path: str, base_quantization: str = "none") -> dict[str, str]:
         "Chat template": "yes" if info.has_chat_template else "no",
     }
     for label, value in holding_rows(base_holding(path, base_quantization)):
-        facts[label.strip() if not label.startswith(" ") else "\u2003" + label.strip()] = value
+        facts["\u2003" + label.strip() if label.startswith(" ") else label] = value  # an em space indents a part
     return {k: v for k, v in facts.items() if v}
 
 

@@ -15,8 +15,9 @@ own ``forward`` computes exactly ``down(silu(gate(x)) * up(x))``; a module that 
 anything else is left alone. The check runs once per kind of module (class, activation, kinds
 of projection), not per layer: on a compact base each check dequantises the MLP's weights
 three times (on the 8B class, 32 layers of [14336, 4096] Q4_K; with this and the compact
-embedding, its time to the first step fell from 240 s to 14 s). ``unfuse_mlps(model)`` undoes it. Drop plans are drawn in the order
-gate, up, down, as the unfused module would, so a fused and an unfused run see the same masks.
+embedding, its time to the first step fell from 240 s to 14 s). ``unfuse_mlps(model)`` undoes
+it. Drop plans are drawn in the order gate, up, down, as the unfused module would, so a fused
+and an unfused run see the same masks.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ position ``T - 1`` predicts nothing and label ``0`` is never a target. Labels eq
 label is valid first (prompt and pad positions never reach the head), then projects them in
 chunks of ``chunk_size`` rows, so at most ``[chunk_size, V]`` float32 logits exist at a time:
 
-- for an ``nn.Linear`` head (or a compact ``FrozenLinear`` one), ``_FusedLinearCrossEntropy`` computes the loss *and* the gradients
-  of each chunk in the forward pass and keeps only the gradients (``[n, H]``, plus ``[V, H]``
+- for an ``nn.Linear`` head (or a compact ``FrozenLinear`` one), ``_FusedLinearCrossEntropy``
+  computes the loss *and* the gradients of each chunk in the forward pass and keeps only the gradients (``[n, H]``, plus ``[V, H]``
   when the head trains); backward scales them by the incoming gradient;
 - for any other head module (a LoRA-wrapped head, a soft-capped head), each chunk runs under
   activation checkpointing, so its logits are recomputed in backward instead of stored.
@@ -141,14 +141,13 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             hc, tc = h[start:start + rows_max], targets[start:start + rows_max]
             rows, first = hc.shape[0], start == 0
             z = logits[:rows]
-            if compact and low:
-                z.copy_(weight.mm_t(hc, out=low_buf[:rows]))
-            elif compact:
-                weight.mm_t(hc, out=z)
-            elif low:
-                z.copy_(torch.mm(hc, weight.t(), out=low_buf[:rows]))
+            buf = low_buf[:rows] if low else z
+            if compact:
+                weight.mm_t(hc, out=buf)
             else:
-                torch.mm(hc, weight.t(), out=z)
+                torch.mm(hc, weight.t(), out=buf)
+            if low:
+                z.copy_(buf)
             if bias32 is not None:
                 z.add_(bias32)
             z_max, argmax = z.max(dim=1)
@@ -161,12 +160,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 continue
             inv_s = s.reciprocal().to(dtype)[:, None]  # [rows, 1]
             e = low_buf[:rows].copy_(e) if low else e
-            if need_h and compact:
-                gh = weight.mm(e, out=grad_h[start:start + rows])
-                gh.mul_(inv_s).sub_(weight.rows_at(tc, dtype))
-            elif need_h:
-                gh = torch.mm(e, weight, out=grad_h[start:start + rows])
-                gh.mul_(inv_s).sub_(weight.index_select(0, tc))
+            if need_h:
+                out = grad_h[start:start + rows]
+                gh = weight.mm(e, out=out) if compact else torch.mm(e, weight, out=out)
+                gh.mul_(inv_s).sub_(weight.rows_at(tc, dtype) if compact else weight.index_select(0, tc))
             if need_w:
                 scaled = hc * inv_s
                 if not low:
@@ -245,8 +242,7 @@ def chunked_causal_lm_loss(
     ``hidden`` [B, T, H] are the final hidden states (after the last norm); ``head`` maps
     [n, H] -> [n, V]: an ``nn.Linear`` (weight [V, H], optional bias; exactly ``nn.Linear``,
     not a subclass) or a compact ``FrozenLinear`` takes the fused path, any other module the
-    checkpointed path. ``labels``
-    [B, T] may live on the CPU, which avoids a device synchronisation: the only one is the
+    checkpointed path. ``labels`` [B, T] may live on the CPU, which avoids a device synchronisation: the only one is the
     selection of valid positions when labels live on the device. Returns the float32 loss sum
     (0 with zero gradients when every label is ignored), the number of targets and the number
     the argmax predicted correctly. Gradients come back in the dtype of ``hidden`` and the head.
