@@ -4,7 +4,7 @@
 
 - a GGUF file: every linear weight whose block type has a kernel stays in the file's blocks
   (``FrozenLinear``), at the bytes the file gives it, and so does the token embedding in any
-  such type but F32 (``FrozenEmbedding``; not Gemma 3's scaled one); the rest (norms, biases)
+  such type but F32 (``FrozenEmbedding``; not Gemma's scaled ones); the rest (norms, biases)
   is dequantised into the compute dtype. An architecture the compact
   reader cannot map loads dense (``gguf_model.compact_supported``), and a linear weight of a type
   without a kernel makes the open fail (``unsupported`` names them).
@@ -25,7 +25,9 @@ from math import prod
 from senior_intern.models.info import ModelLoadError
 
 INT4_GROUP = 32
-SCALED_EMBEDDINGS = ("gemma3",)  # architectures whose transformers embedding is not a plain nn.Embedding
+SCALED_EMBEDDINGS = ("gemma",)
+"""GGUF architecture prefixes whose transformers embedding scales its rows (``Gemma*ScaledWordEmbedding``
+in gemma2, gemma3 and gemma4: not a plain ``nn.Embedding``), which the loader keeps dense."""
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,22 @@ def test_a_linear_weight_without_a_kernel_is_named(tmp_path: Path) -> None:
     writer.close()
     holding = base_holding(path)
     assert holding.unsupported == ("IQ2_XXS",) and holding.compact == ()
+
+
+@pytest.mark.parametrize(("architecture", "compact"), [("llama", True), ("gemma2", False), ("gemma3", False)])
+def test_a_scaled_embedding_is_counted_dense(tmp_path: Path, architecture: str, compact: bool) -> None:
+    """Gemma's embeddings scale their rows (not a plain nn.Embedding): the loader keeps them dense."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / f"{architecture}.gguf"
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 34), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    holding = base_holding(path)
+    assert [p.kind for p in holding.compact] == (["Q8_0"] if compact else [])
+    assert holding.dense_elements == (0 if compact else 8 * 32)
