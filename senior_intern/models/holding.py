@@ -49,6 +49,17 @@ class BaseHolding:
     compact: tuple[HeldPart, ...]
     dense_elements: int  # held in the compute dtype
     unsupported: tuple[str, ...] = ()  # GGUF block types of linear weights without a kernel
+    head: HeldPart | None = None  # the compact weight the LM head reads (a tied head: the token embedding)
+    lookup: HeldPart | None = None  # a compact token embedding only looked up (not the head's weight)
+
+    def decoder_parts(self) -> dict[str, int]:
+        """Elements per block type of the compact weights besides the head and a looked-up
+        embedding: the decoder's linear layers, each dequantised once per pass over the model."""
+        elements = {p.kind: p.elements for p in self.compact}
+        for part in (self.head, self.lookup):
+            if part is not None:
+                elements[part.kind] -= part.elements
+        return {kind: n for kind, n in elements.items() if n}
 
     @property
     def compact_bytes(self) -> int:
@@ -103,6 +114,7 @@ def _gguf_holding(source) -> BaseHolding:
     elements: Counter[str] = Counter()
     nbytes: Counter[str] = Counter()
     unsupported = set()
+    special: dict[str, HeldPart] = {}  # the compact token embedding and output weight, by name
     for t in header.tensors:
         if len(t.shape) != 2:
             continue
@@ -119,8 +131,14 @@ def _gguf_holding(source) -> BaseHolding:
         counts[kind] += 1
         elements[kind] += t.n_elements
         nbytes[kind] += t.nbytes
+        if t.name in ("token_embd.weight", "output.weight"):
+            special[t.name] = HeldPart(kind, 1, t.n_elements, t.nbytes)
     parts = tuple(HeldPart(k, counts[k], elements[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k]))
-    return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)))
+    tied = not any(t.name == "output.weight" for t in header.tensors)
+    embedding = special.get("token_embd.weight")
+    head = embedding if tied else special.get("output.weight")
+    return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)),
+                       head=head, lookup=None if tied else embedding)
 
 
 _HELD = {"gguf": "compact: the GGUF file's own blocks, dequantised per layer", "int8": "compact: int8, quantised at load",

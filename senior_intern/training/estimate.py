@@ -10,7 +10,9 @@ their gradients, optimizer state, the activations autograd keeps (``estimate_mod
 loss's logits chunk, and what the allocator and framework add (``ALLOCATOR_SLACK``: on the CPU
 the glibc heap keeps freed chunks, measured on the demo model from 128 to 2,048 tokens per
 batch). Time divides the step's FLOPs by this device's measured matmul rate times
-``EFFICIENCY`` and adds a dispatch cost per layer; ``probe=True`` measures the step instead.
+``EFFICIENCY``, adds a dispatch cost per layer and, for a compact base, the dequantisation of its
+weights on every pass over them (``estimate_model.dequant_flops``); ``probe=True`` measures the
+step instead.
 """
 
 from __future__ import annotations
@@ -52,13 +54,16 @@ DEVICE_OVERHEAD = {"cpu": 130 * 2**20, "cuda": 600 * 2**20, "mps": 300 * 2**20}
 """Bytes the framework takes besides tensors: on the CPU runtime buffers and the first step's one-off
 allocations (refitted to the demo GGUF's runs, 1 x 128 to 2 x 512, once large freed blocks went
 back to the system: 170 MB before); the CUDA context and cuBLAS workspace."""
-EFFICIENCY = {("cpu", 4): 0.68, ("cpu", 2): 0.39, ("cuda", 4): 0.35, ("cuda", 2): 0.35, ("mps", 4): 0.30, ("mps", 2): 0.30}
+EFFICIENCY = {("cpu", 4): 0.68, ("cpu", 2): 0.47, ("cuda", 4): 0.35, ("cuda", 2): 0.35, ("mps", 4): 0.30, ("mps", 2): 0.30}
 """Share of the measured matmul rate a whole training step achieves, by device and dtype size (norms,
 attention, LoRA's thin float32 matmuls and dtype casts run slower than one large matmul; on the CPU
 bfloat16 steps gain far less than bfloat16 matmuls do). CPU figures fitted to the demo model's
-measured steps (``benchmarks/estimate_accuracy.py`` on an idle machine)."""
-OP_OVERHEAD_S = {"cpu": 0.0016, "cuda": 0.0005, "mps": 0.002}
-"""Seconds per decoder layer per micro-batch besides its FLOPs: dispatch of some 150 small ops."""
+measured steps (``benchmarks/estimate_accuracy.py`` on an idle machine; refitted with the compact
+base's dequantisation counted apart, ``estimate_model.dequant_flops``: bfloat16 0.39 before)."""
+OP_OVERHEAD_S = {"cpu": 0.005, "cuda": 0.0005, "mps": 0.002}
+"""Seconds per decoder layer per micro-batch besides its FLOPs: dispatch of some 150 small ops. CPU:
+refitted to the demo GGUF's short steps once dequantisation was counted apart (0.0016 before, when
+the steps at 1 x 128 and 2 x 256 came out 41% and 11% under the measured time)."""
 STEP_OVERHEAD_S = {"cpu": 0.03, "cuda": 0.01, "mps": 0.02}
 """Seconds per optimizer step besides the micro-batches: clipping, the optimizer, metrics."""
 LONG_RUN_S = 24 * 3600
@@ -180,6 +185,13 @@ def _flops_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, 
     return rate * EFFICIENCY.get((device.type, em.dtype_bytes(dtype)), 0.3)
 
 
+def _dequant_rate(facts: em.ModelFacts, device: torch.device, tokens: int) -> float:
+    """The raw float32 matmul rate that ``estimate_model.DEQUANT_FLOPS`` is expressed in."""
+    m = max(64, min(tokens, 512 if device.type == "cpu" else 8192))
+    return em.matmul_flops_per_second(str(device), torch.float32, m, min(facts.hidden_size, 2048),
+                                      min(facts.intermediate_size, 4096))
+
+
 def _eval_count(job: TrainingJob, data: DataFacts) -> int:
     if not data.val_tokens:
         return 0
@@ -278,6 +290,10 @@ def estimate(job: TrainingJob, *, probe: bool = False) -> TrainingEstimate:
     timing = _shape(job, dtype, batch, max(8, round(data.tokens_per_batch / batch)))
     micro_flops = em.step_flops(facts, timing, data.trained_fraction)
     micro_overhead = OP_OVERHEAD_S[kind] * facts.num_layers * (2 if t.gradient_checkpointing else 1)
+    dequant = em.dequant_flops(facts, timing, data.trained_fraction)  # compact base: float32 matmul FLOPs
+    eval_dequant = em.dequant_flops(facts, timing, data.trained_fraction, backward=False)
+    rate32 = _dequant_rate(facts, device, timing.tokens) if dequant else 1.0
+    micro_overhead += dequant / rate32
     measured_peak = None
     if probe:
         seconds_per_step, measured_peak = _probe(job)
@@ -287,7 +303,8 @@ def estimate(job: TrainingJob, *, probe: bool = False) -> TrainingEstimate:
         rate = _flops_rate(facts, device, dtype, timing.tokens)
         seconds_per_step = t.gradient_accumulation_steps * (micro_flops / rate + micro_overhead) + STEP_OVERHEAD_S[kind]
     eval_flops = data.val_tokens * em.eval_flops_per_token(facts, timing.seq_len, t.packing, data.trained_fraction)
-    eval_seconds = eval_flops / rate + data.val_batches * micro_overhead / 2  # forward only
+    eval_seconds = eval_flops / rate + data.val_batches * (OP_OVERHEAD_S[kind] * facts.num_layers / 2
+                                                           + eval_dequant / rate32)  # forward only
     duration = data.total_steps * seconds_per_step + _eval_count(job, data) * eval_seconds
 
     rec_device, rec_batch = (str(device), fit_batch) if fit_batch else _other_device(job, facts, data, device)

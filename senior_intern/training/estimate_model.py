@@ -78,6 +78,8 @@ class ModelFacts:
     rank: int = 16
     compact_elements: int = 0  # base elements held compact (GGUF blocks, int8/int4) instead of in the compute dtype
     compact_bytes: int = 0  # bytes those take
+    compact_decoder: tuple[tuple[str, int], ...] = ()  # (block type, elements) of compact decoder linear weights
+    compact_head: tuple[str, int] | None = None  # (block type, elements) of a compact LM head's weight
 
     def base_weight_bytes(self, s: int) -> int:
         """Bytes of the frozen base in memory with ``s`` bytes per dense element: the dense part,
@@ -171,17 +173,14 @@ def model_facts(job: TrainingJob, dtype: torch.dtype) -> ModelFacts:
     built on the meta device (a few milliseconds once the config is cached), with how much of
     the base a run holds compact (a GGUF file's linear weights; ``base_quantization``)."""
     facts = _facts(str(model_folder(job.base_model_path)), _lora_key(job.lora), lora_dtype(dtype))
-    elements, nbytes = _compact_part(str(job.base_model_path), job.training.base_quantization)
-    return dataclasses.replace(facts, compact_elements=elements, compact_bytes=nbytes)
-
-
-def _compact_part(path: str, base_quantization: str) -> tuple[int, int]:
-    """(elements, bytes) of the base's linear weights as ``load_base_model`` will hold them
-    (``models.holding.base_holding``, the same reading ``model info`` shows)."""
     from senior_intern.models.holding import base_holding
 
-    holding = base_holding(path, base_quantization)
-    return sum(p.elements for p in holding.compact), holding.compact_bytes
+    # the same reading ``model info`` shows: how ``load_base_model`` will hold the base
+    holding = base_holding(str(job.base_model_path), job.training.base_quantization)
+    head = None if holding.head is None else (holding.head.kind, holding.head.elements)
+    return dataclasses.replace(facts, compact_elements=sum(p.elements for p in holding.compact),
+                               compact_bytes=holding.compact_bytes,
+                               compact_decoder=tuple(sorted(holding.decoder_parts().items())), compact_head=head)
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -310,6 +309,32 @@ def step_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float) -> 
     per_token = fwd * (2 if shape.checkpointing else 1) + bwd
     head = (4 if facts.head_fused else 6) * facts.hidden_size * facts.vocab_size
     return shape.tokens * (per_token + trained_fraction * head)
+
+
+DEQUANT_FLOPS = {"Q4_0": 230.0, "Q4_1": 250.0, "Q5_0": 260.0, "Q5_1": 270.0, "Q8_0": 75.0, "Q4_K": 230.0,
+                 "Q5_K": 250.0, "Q6_K": 190.0, "F16": 50.0, "BF16": 50.0, "F32": 20.0, "int8": 40.0, "int4": 120.0}
+"""Cost of dequantising one element of a compact weight (``models.quantized``), in float32 matmul
+FLOPs: the time it takes at the float32 matmul rate. Measured on the 2-core development machine
+(float32 matmul about 150 GFLOP/s; dequantisation into scratch about 0.6-0.9 G elements/s for
+Q4_1, Q4_K and Q6_K, 2 for Q8_0, 3 for F16, one pass over a model's weights), so it follows a
+faster machine's matmul speed. A step pays it per pass over the weights (``dequant_flops``)."""
+
+
+def dequant_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float, *, backward: bool = True) -> float:
+    """Dequantisation of one micro-batch's passes over a compact base, in float32 matmul FLOPs.
+
+    Each decoder weight is dequantised in the forward and again for the input gradient, and
+    once more when checkpointing recomputes the forward. A compact LM head is read per loss
+    chunk of trained rows: logits and their input gradient (a LoRA-wrapped head also recomputes
+    the logits). ``backward=False``: an evaluation pass (forward only)."""
+    passes = 1 + (backward * (2 if shape.checkpointing else 1))
+    total = passes * sum(DEQUANT_FLOPS[kind] * n for kind, n in facts.compact_decoder)
+    if facts.compact_head is not None:
+        chunks = math.ceil(shape.tokens * trained_fraction / max(shape.loss_chunk, 1))
+        head_passes = 1 if not backward else (2 if facts.head_fused else 3)
+        kind, n = facts.compact_head
+        total += chunks * head_passes * DEQUANT_FLOPS[kind] * n
+    return total
 
 
 def eval_flops_per_token(facts: ModelFacts, seq_len: int, packing: bool, trained_fraction: float) -> float:

@@ -27,6 +27,9 @@ def test_the_demo_gguf_is_held_in_its_blocks_at_the_bytes_it_opens_with(demo_ggu
     packed, other = compact_bytes(loaded.model)
     assert holding.compact_bytes == packed
     assert holding.memory_bytes(4) == packed + other - _buffers(loaded.model)  # rotary buffers are not weights
+    # the tied head reads the embedding's blocks; every other compact weight is a decoder linear
+    assert holding.head == holding.compact[1] and holding.lookup is None
+    assert holding.decoder_parts() == {"Q4_1": holding.compact[0].elements}
 
 
 @pytest.mark.parametrize("kind", ["none", "int8", "int4"])
@@ -75,3 +78,26 @@ def test_a_scaled_embedding_is_counted_dense(tmp_path: Path, architecture: str, 
     holding = base_holding(path)
     assert [p.kind for p in holding.compact] == (["Q8_0"] if compact else [])
     assert holding.dense_elements == (0 if compact else 8 * 32)
+
+
+def test_an_untied_head_and_a_looked_up_embedding_are_told_apart(tmp_path: Path) -> None:
+    """With its own ``output.weight`` the head reads that; the embedding is only looked up."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "untied.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(1)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for name, rows, kind in (("token_embd.weight", 8, q8), ("output.weight", 6, q8),
+                             ("blk.0.attn_q.weight", 4, gguf.GGMLQuantizationType.Q4_0)):
+        block_bytes = gguf.GGML_QUANT_SIZES[kind][1]
+        writer.add_tensor(name, np.zeros((rows, 2 * block_bytes), dtype=np.uint8), raw_dtype=kind)  # 64 values a row
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    holding = base_holding(path)
+    assert (holding.head.kind, holding.head.elements) == ("Q8_0", 6 * 64)  # output.weight
+    assert (holding.lookup.kind, holding.lookup.elements) == ("Q8_0", 8 * 64)  # token_embd.weight
+    assert holding.decoder_parts() == {"Q4_0": 4 * 64}

@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from senior_intern.config import LoraBias, TrainingJob
+from senior_intern.models import dequant
+from senior_intern.models.quantized import INTEGER_KINDS
 from senior_intern.training.engine import Trainer
 from senior_intern.training.estimate import TrainingEstimate, estimate
 
@@ -92,6 +95,34 @@ def test_trainable_parameters_of_the_demo_model_at_rank_16(demo_model: Path, tmp
     # SmolLM2-135M: 30 layers, hidden 576, 3 KV heads of 64 (192), MLP 1536; r * (in + out) per module.
     per_layer = 16 * ((576 + 576) + (576 + 192) * 2 + (576 + 576) + (576 + 1536) * 2 + (1536 + 576))
     assert estimate(job).trainable_parameters == 30 * per_layer == 4_884_480
+
+
+def test_a_compact_base_pays_its_dequantisation_per_pass(demo_model: Path, tmp_path: Path) -> None:
+    """The demo's 106M Q4_1 decoder weights are dequantised in forward and backward (and again when
+    checkpointing recomputes), its Q8_0 tied head per loss chunk of trained rows, twice."""
+    from senior_intern.training import estimate_model as em
+
+    job = _demo_job(demo_model, _text_corpus(tmp_path / "c.txt", 400), tmp_path, 1, 512)
+    facts = em.model_facts(job, torch.float32)
+    assert facts.compact_decoder == (("Q4_1", 106_168_320),) and facts.compact_head == ("Q8_0", 49152 * 576)
+    decoder, head = em.DEQUANT_FLOPS["Q4_1"] * 106_168_320, em.DEQUANT_FLOPS["Q8_0"] * 49152 * 576
+    shape = em.StepShape(1, 512, torch.float32, 0.0, True, False, 1024)
+    assert em.dequant_flops(facts, shape, 1.0) == 2 * decoder + 2 * head
+    assert em.dequant_flops(facts, shape, 1.0, backward=False) == decoder + head
+    checkpointed = dataclasses.replace(shape, checkpointing=True, loss_chunk=128)  # four chunks of 128 rows
+    assert em.dequant_flops(facts, checkpointed, 1.0) == 3 * decoder + 4 * 2 * head
+    assert set(em.DEQUANT_FLOPS) >= set(dequant.SUPPORTED) | set(INTEGER_KINDS)  # every kind a base can hold
+
+
+def test_a_float_base_pays_no_dequantisation(tiny_job: TrainingJob) -> None:
+    from senior_intern.training import estimate_model as em
+
+    facts = em.model_facts(tiny_job, torch.float32)
+    assert facts.compact_decoder == () and facts.compact_head is None
+    assert em.dequant_flops(facts, em.StepShape(4, 64, torch.float32, 0.0, False, False, 1024), 1.0) == 0
+    tiny_job.training.base_quantization = "int8"  # decoder linears only: the head stays float
+    facts = em.model_facts(tiny_job, torch.float32)
+    assert [kind for kind, _ in facts.compact_decoder] == ["int8"] and facts.compact_head is None
 
 
 # --- steps -----------------------------------------------------------------------------------------
