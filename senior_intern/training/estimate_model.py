@@ -311,13 +311,15 @@ def step_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float) -> 
     return shape.tokens * (per_token + trained_fraction * head)
 
 
-DEQUANT_FLOPS = {"Q4_0": 230.0, "Q4_1": 250.0, "Q5_0": 260.0, "Q5_1": 270.0, "Q8_0": 75.0, "Q4_K": 230.0,
-                 "Q5_K": 250.0, "Q6_K": 190.0, "F16": 50.0, "BF16": 50.0, "F32": 20.0, "int8": 40.0, "int4": 120.0}
+DEQUANT_FLOPS = {"Q4_0": 150.0, "Q4_1": 250.0, "Q5_0": 300.0, "Q5_1": 330.0, "Q8_0": 75.0, "Q4_K": 240.0,
+                 "Q5_K": 340.0, "Q6_K": 215.0, "F16": 30.0, "BF16": 50.0, "F32": 25.0, "int8": 40.0, "int4": 110.0}
 """Cost of dequantising one element of a compact weight (``models.quantized``), in float32 matmul
-FLOPs: the time it takes at the float32 matmul rate. Measured on the 2-core development machine
-(float32 matmul about 150 GFLOP/s; dequantisation into scratch about 0.6-0.9 G elements/s for
-Q4_1, Q4_K and Q6_K, 2 for Q8_0, 3 for F16, one pass over a model's weights), so it follows a
-faster machine's matmul speed. A step pays it per pass over the weights (``dequant_flops``)."""
+FLOPs: the time it takes at the float32 matmul rate, so it follows a faster machine's speed.
+Measured on the 2-core development machine (float32 matmul about 150 GFLOP/s) dequantising a
+[5632, 2048] weight into scratch, in G elements/s: F16 6, F32 6, BF16 3-7, int8 3-6, Q8_0 2,
+int4 1.2-1.9, Q4_0 1.15, Q4_1 0.9, Q6_K 0.7, Q4_K 0.6, Q5_0 0.5, Q5_1 0.45, Q5_K 0.45 (noisy:
+10-50% between runs). Q4_1 is fitted to the demo model's measured steps instead: its small
+[1536, 576] weights dequantise at about 0.6 G/s. A step pays it per pass (``dequant_flops``)."""
 
 
 def dequant_flops(facts: ModelFacts, shape: StepShape, trained_fraction: float, *, backward: bool = True) -> float:
