@@ -177,6 +177,44 @@ def _available(device: torch.device) -> int | None:
     return None
 
 
+def check_base_fits(job: TrainingJob, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before anything is loaded, a base whose weights alone (held as the run will hold
+    them: ``models.holding``) exceed the free memory of ``device``: ``ValueError`` with the
+    weights' size, the free memory, the estimate's peak for the whole run and what to change.
+    A path that is not a model is left to the loader, which names what is wrong with it."""
+    from senior_intern.models.holding import base_holding
+    from senior_intern.models.info import ModelLoadError
+
+    available = _available(device)
+    if available is None:
+        return
+    try:
+        holding = base_holding(job.base_model_path, job.training.base_quantization)
+    except (ModelLoadError, OSError):
+        return
+    weights = holding.memory_bytes(em.dtype_bytes(dtype))
+    if weights <= available:
+        return
+    try:
+        peak = f"; the whole run needs about {format_bytes(estimate(job).peak_memory)} at its peak (the pre-flight estimate)"
+    except (ValueError, OSError, RuntimeError):
+        peak = ""
+    where = "this machine" if device.type == "cpu" else str(device)
+    held = {"gguf": "in the GGUF file's own blocks", "int8": "as int8", "int4": "as int4"}.get(holding.held, "as dense floats")
+    if holding.held == "float" and Path(job.base_model_path).expanduser().is_dir():
+        fix = "set base_quantization to int8 or int4 (auto picks by this machine's memory)"
+    elif holding.held == "int8":
+        fix = "set base_quantization to int4 (about half the bytes)"
+    elif holding.held == "gguf":
+        fix = "use a smaller quantization of the model (a Q4_K_M file holds about 4.8 bits a weight)"
+    else:
+        fix = "use a smaller model"
+    raise ValueError(
+        f"{job.base_model_path} does not fit: its weights alone take {format_bytes(weights)} held {held} "
+        f"(compute dtype {str(dtype).removeprefix('torch.')}), but {where} has {format_bytes(available)} free{peak}. "
+        f"To train it, {fix}, or free memory by closing other programs.")
+
+
 # --- time --------------------------------------------------------------------------------------
 
 def _flops_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, tokens: int) -> float:

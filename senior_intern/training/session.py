@@ -34,6 +34,7 @@ from senior_intern.models import ModelInfo, load_base_model
 from senior_intern.training import checkpoint as ckpt
 from senior_intern.training import distributed, saving
 from senior_intern.training.early_stopping import EarlyStopping
+from senior_intern.training.estimate import check_base_fits
 from senior_intern.training.events import (
     Evaluated,
     LogLevel,
@@ -166,6 +167,7 @@ class Session:
         self.scaler = LossScaler(self.dtype, self.device)  # float16: loss scaling; else a pass-through
         self.log(f"{describe_matmul_precision(configure_matmul_precision(self.device, self.dtype))}; {self.scaler.describe()}")
         torch.manual_seed(cfg.seed)
+        check_base_fits(job, self.device, self.dtype)  # seconds, not a minute's load into swap or an OOM kill
         self.log(f"Loading base model {job.base_model_path}")
         loaded = load_base_model(job.base_model_path, device=self.device, dtype=self.dtype,
                                  base_quantization=cfg.base_quantization, progress=self._opening)

@@ -72,3 +72,25 @@ def test_the_cli_shows_opening_as_a_bar():
     text = stream.getvalue()
     assert "Opening base model" in text and "272/272" in text
     assert reporter.opening is None  # closed once every tensor was read
+
+
+@pytest.mark.parametrize("kind, advice", [("none", "set base_quantization to int8 or int4"),
+                                          ("int8", "set base_quantization to int4")])
+def test_a_base_whose_weights_exceed_the_free_memory_is_refused_before_loading(tiny_job, monkeypatch, kind, advice):
+    """The run stops with the figures and what to change, and nothing is opened."""
+    from senior_intern.hardware.metrics import format_bytes
+    from senior_intern.models.holding import base_holding
+    from senior_intern.training import estimate
+
+    job = dataclasses.replace(tiny_job, training=dataclasses.replace(tiny_job.training, base_quantization=kind))
+    weights = base_holding(job.base_model_path, kind).memory_bytes(4)
+    monkeypatch.setattr(estimate, "_available", lambda device: weights - 1)
+    result, events = _run(job)
+    assert result.status is TrainingStatus.FAILED
+    message = result.error_message
+    assert f"{job.base_model_path} does not fit: its weights alone take {format_bytes(weights)}" in message
+    assert f"this machine has {format_bytes(weights - 1)} free" in message and "pre-flight estimate" in message and advice in message
+    assert not [e for e in events if isinstance(e, ModelOpening)]  # refused before the model was read
+    monkeypatch.setattr(estimate, "_available", lambda device: weights)  # exactly enough for the weights: it runs
+    result, _ = _run(dataclasses.replace(job, training=dataclasses.replace(job.training, max_steps=1)))
+    assert result.status is TrainingStatus.COMPLETED, result.error_message
