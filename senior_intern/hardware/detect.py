@@ -228,6 +228,15 @@ def detect_devices() -> list[DeviceInfo]:
     return devices
 
 
+def free_memory(device: torch.device | str) -> int | None:
+    """Bytes free on ``device`` now (the CPU: available system RAM), or None when it is not here."""
+    device = torch.device(device)
+    for d in detect_devices():
+        if d.kind == device.type and (device.type != "cuda" or d.name == f"cuda:{device.index or 0}"):
+            return d.free_memory
+    return None
+
+
 def available_device_names() -> list[str]:
     """Names ``TrainingConfig.device`` may take here, besides "auto": e.g.
     ``["cuda", "cuda:0", "cuda:1", "cpu"]`` ("cuda" is torch's current CUDA device).

@@ -21,6 +21,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from math import prod
+from typing import Any, Callable
 
 from senior_intern.models.info import ModelLoadError
 
@@ -139,6 +140,42 @@ def _gguf_holding(source) -> BaseHolding:
     head = embedding if tied else special.get("output.weight")
     return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)),
                        head=head, lookup=None if tied else embedding)
+
+
+def check_weights_fit(path: str | os.PathLike[str], base_quantization: str, dtype: Any, available: int | None,
+                      where: str, more: Callable[[], str] = lambda: "", can_quantize: bool = True) -> None:
+    """Refuse, before anything is loaded, a base whose weights alone (held as the loader will hold
+    them, dense parts in the torch ``dtype``) exceed ``available`` bytes free on ``where``:
+    ``ValueError`` with the weights' size, the free memory, ``more()`` (computed only then) and
+    what to change (``can_quantize`` False: the caller has no ``base_quantization`` to offer).
+    A path that is not a model, or ``available`` None, is left to the loader."""
+    from senior_intern.hardware.metrics import format_bytes
+
+    if available is None:
+        return
+    try:
+        holding = base_holding(path, base_quantization)
+    except (ModelLoadError, OSError):
+        return
+    weights = holding.memory_bytes(dtype.itemsize)
+    if weights <= available:
+        return
+    held = {"gguf": "in the GGUF file's own blocks", "int8": "as int8", "int4": "as int4"}.get(holding.held, "as dense floats")
+    folder = os.path.isdir(os.path.expanduser(path))
+    if holding.held == "float" and folder and can_quantize:
+        fix = "set base_quantization to int8 or int4 (auto picks by this machine's memory)"
+    elif holding.held == "float" and folder:
+        fix = "open it from a GGUF file (its blocks stay compact) or pick a smaller model"
+    elif holding.held == "int8":
+        fix = "set base_quantization to int4 (about half the bytes)"
+    elif holding.held == "gguf":
+        fix = "use a smaller quantization of the model (a Q4_K_M file holds about 4.8 bits a weight)"
+    else:
+        fix = "use a smaller model"
+    raise ValueError(
+        f"{path} does not fit: its weights alone take {format_bytes(weights)} held {held} (compute dtype "
+        f"{str(dtype).removeprefix('torch.')}), but {where} has {format_bytes(available)} free{more()}. "
+        f"To use it, {fix}, or free memory by closing other programs.")
 
 
 _HELD = {"gguf": "compact: the GGUF file's own blocks, dequantised per layer", "int8": "compact: int8, quantised at load",

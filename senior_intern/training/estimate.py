@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from senior_intern.config import TrainingJob
-from senior_intern.hardware.detect import detect_devices, resolve_device, resolve_dtype
+from senior_intern.hardware.detect import detect_devices, free_memory, resolve_device, resolve_dtype
 from senior_intern.hardware.metrics import format_bytes
 from senior_intern.training import estimate_model as em
 from senior_intern.training.estimate_data import DataFacts, data_facts
@@ -171,48 +171,22 @@ def _largest_fitting(fits_at, high: int) -> int:
 
 
 def _available(device: torch.device) -> int | None:
-    for d in detect_devices():
-        if d.kind == device.type and (device.type != "cuda" or d.name == f"cuda:{device.index or 0}"):
-            return d.free_memory
-    return None
+    return free_memory(device)
 
 
 def check_base_fits(job: TrainingJob, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse, before anything is loaded, a base whose weights alone (held as the run will hold
-    them: ``models.holding``) exceed the free memory of ``device``: ``ValueError`` with the
-    weights' size, the free memory, the estimate's peak for the whole run and what to change.
-    A path that is not a model is left to the loader, which names what is wrong with it."""
-    from senior_intern.models.holding import base_holding
-    from senior_intern.models.info import ModelLoadError
+    """Refuse, before anything is loaded, a training base whose weights alone exceed the free
+    memory of ``device`` (``models.holding.check_weights_fit``), quoting the estimate's peak."""
+    from senior_intern.models.holding import check_weights_fit
 
-    available = _available(device)
-    if available is None:
-        return
-    try:
-        holding = base_holding(job.base_model_path, job.training.base_quantization)
-    except (ModelLoadError, OSError):
-        return
-    weights = holding.memory_bytes(em.dtype_bytes(dtype))
-    if weights <= available:
-        return
-    try:
-        peak = f"; the whole run needs about {format_bytes(estimate(job).peak_memory)} at its peak (the pre-flight estimate)"
-    except (ValueError, OSError, RuntimeError):
-        peak = ""
-    where = "this machine" if device.type == "cpu" else str(device)
-    held = {"gguf": "in the GGUF file's own blocks", "int8": "as int8", "int4": "as int4"}.get(holding.held, "as dense floats")
-    if holding.held == "float" and Path(job.base_model_path).expanduser().is_dir():
-        fix = "set base_quantization to int8 or int4 (auto picks by this machine's memory)"
-    elif holding.held == "int8":
-        fix = "set base_quantization to int4 (about half the bytes)"
-    elif holding.held == "gguf":
-        fix = "use a smaller quantization of the model (a Q4_K_M file holds about 4.8 bits a weight)"
-    else:
-        fix = "use a smaller model"
-    raise ValueError(
-        f"{job.base_model_path} does not fit: its weights alone take {format_bytes(weights)} held {held} "
-        f"(compute dtype {str(dtype).removeprefix('torch.')}), but {where} has {format_bytes(available)} free{peak}. "
-        f"To train it, {fix}, or free memory by closing other programs.")
+    def peak() -> str:
+        try:
+            return f"; the whole run needs about {format_bytes(estimate(job).peak_memory)} at its peak (the pre-flight estimate)"
+        except (ValueError, OSError, RuntimeError):
+            return ""
+
+    check_weights_fit(job.base_model_path, job.training.base_quantization, dtype, _available(device),
+                      "this machine" if device.type == "cpu" else str(device), peak)
 
 
 # --- time --------------------------------------------------------------------------------------

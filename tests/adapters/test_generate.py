@@ -128,3 +128,17 @@ def test_both_answers_advance_together_and_match_separate_runs(phrase_adapter) -
     assert set(done) == {"base", "adapter"}
     first_adapter = order.index("adapter")
     assert first_adapter < len(order) - 1 and "base" in order[first_adapter:]  # interleaved, not one after the other
+
+
+def test_the_playground_refuses_a_base_too_big_for_the_free_memory_before_loading(phrase_adapter, monkeypatch) -> None:
+    import senior_intern.models as models
+    from senior_intern.hardware import detect
+    from senior_intern.models.holding import base_holding
+
+    model, _ = phrase_adapter
+    weights = base_holding(model).memory_bytes(4)  # float32 on the CPU
+    monkeypatch.setattr(detect, "free_memory", lambda device: weights // 2)
+    monkeypatch.setattr(models, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match=rf"{model} does not fit: its weights alone take .* held as dense floats .*"
+                                         r"this machine has .* free\. To use it, open it from a GGUF file"):
+        load_for_playground(model, device="cpu")
