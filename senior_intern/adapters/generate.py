@@ -284,12 +284,12 @@ def load_for_playground(base_model_path: str | Path, adapter_dir: str | Path | N
     from senior_intern.hardware.detect import free_memory, recommended_device
     from senior_intern.models import load_base_model
     from senior_intern.models.holding import check_weights_fit
+    from senior_intern.models.loader import resolve_dtype
 
     if device == "auto":
         device = recommended_device()
-    dev = torch.device(device)  # the loader's "auto" dtype: float32 on the CPU, 16-bit on a GPU
-    check_weights_fit(base_model_path, "none", torch.float32 if dev.type == "cpu" else torch.bfloat16,
-                      free_memory(dev), "this machine" if dev.type == "cpu" else str(dev), can_quantize=False)
+    dev = torch.device(device)
+    check_weights_fit(base_model_path, "none", resolve_dtype(None, dev), dev, free_memory(dev), can_quantize=False)
     loaded = load_base_model(str(base_model_path), device=device, progress=progress)
     lora = attach_adapter(loaded.model, adapter_dir, loaded.info.content_hash) if adapter_dir else None
     return Playground(loaded.model, loaded.tokenizer, lora)

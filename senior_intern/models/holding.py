@@ -116,7 +116,9 @@ def _gguf_holding(source) -> BaseHolding:
     nbytes: Counter[str] = Counter()
     unsupported = set()
     special: dict[str, HeldPart] = {}  # the compact token embedding and output weight, by name
+    tied = True  # no output.weight: the head reads the token embedding
     for t in header.tensors:
+        tied = tied and t.name != "output.weight"
         if len(t.shape) != 2:
             continue
         try:
@@ -135,17 +137,16 @@ def _gguf_holding(source) -> BaseHolding:
         if t.name in ("token_embd.weight", "output.weight"):
             special[t.name] = HeldPart(kind, 1, t.n_elements, t.nbytes)
     parts = tuple(HeldPart(k, counts[k], elements[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k]))
-    tied = not any(t.name == "output.weight" for t in header.tensors)
     embedding = special.get("token_embd.weight")
     head = embedding if tied else special.get("output.weight")
     return BaseHolding("gguf", parts, total - sum(elements.values()), tuple(sorted(unsupported)),
                        head=head, lookup=None if tied else embedding)
 
 
-def check_weights_fit(path: str | os.PathLike[str], base_quantization: str, dtype: Any, available: int | None,
-                      where: str, more: Callable[[], str] = lambda: "", can_quantize: bool = True) -> None:
+def check_weights_fit(path: str | os.PathLike[str], base_quantization: str, dtype: Any, device: Any,
+                      available: int | None, more: Callable[[], str] = lambda: "", can_quantize: bool = True) -> None:
     """Refuse, before anything is loaded, a base whose weights alone (held as the loader will hold
-    them, dense parts in the torch ``dtype``) exceed ``available`` bytes free on ``where``:
+    them, dense parts in the torch ``dtype``) exceed ``available`` bytes free on the torch ``device``:
     ``ValueError`` with the weights' size, the free memory, ``more()`` (computed only then) and
     what to change (``can_quantize`` False: the caller has no ``base_quantization`` to offer).
     A path that is not a model, or ``available`` None, is left to the loader."""
@@ -160,6 +161,7 @@ def check_weights_fit(path: str | os.PathLike[str], base_quantization: str, dtyp
     weights = holding.memory_bytes(dtype.itemsize)
     if weights <= available:
         return
+    where = "this machine" if device.type == "cpu" else str(device)
     held = {"gguf": "in the GGUF file's own blocks", "int8": "as int8", "int4": "as int4"}.get(holding.held, "as dense floats")
     folder = os.path.isdir(os.path.expanduser(path))
     if holding.held == "float" and folder and can_quantize:

@@ -185,23 +185,19 @@ def check_base_fits(job: TrainingJob, device: torch.device, dtype: torch.dtype) 
         except (ValueError, OSError, RuntimeError):
             return ""
 
-    check_weights_fit(job.base_model_path, job.training.base_quantization, dtype, _available(device),
-                      "this machine" if device.type == "cpu" else str(device), peak)
+    check_weights_fit(job.base_model_path, job.training.base_quantization, dtype, device, _available(device), peak)
 
 
 # --- time --------------------------------------------------------------------------------------
 
-def _flops_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, tokens: int) -> float:
+def _matmul_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, tokens: int) -> float:
+    """The measured rate of a matmul shaped like the model's at this step's tokens (FLOP/s)."""
     m = max(64, min(tokens, 512 if device.type == "cpu" else 8192))  # a GPU needs large products to be busy
-    rate = em.matmul_flops_per_second(str(device), dtype, m, min(facts.hidden_size, 2048), min(facts.intermediate_size, 4096))
-    return rate * EFFICIENCY.get((device.type, em.dtype_bytes(dtype)), 0.3)
+    return em.matmul_flops_per_second(str(device), dtype, m, min(facts.hidden_size, 2048), min(facts.intermediate_size, 4096))
 
 
-def _dequant_rate(facts: em.ModelFacts, device: torch.device, tokens: int) -> float:
-    """The raw float32 matmul rate that ``estimate_model.DEQUANT_FLOPS`` is expressed in."""
-    m = max(64, min(tokens, 512 if device.type == "cpu" else 8192))
-    return em.matmul_flops_per_second(str(device), torch.float32, m, min(facts.hidden_size, 2048),
-                                      min(facts.intermediate_size, 4096))
+def _flops_rate(facts: em.ModelFacts, device: torch.device, dtype: torch.dtype, tokens: int) -> float:
+    return _matmul_rate(facts, device, dtype, tokens) * EFFICIENCY.get((device.type, em.dtype_bytes(dtype)), 0.3)
 
 
 def _eval_count(job: TrainingJob, data: DataFacts) -> int:
@@ -304,7 +300,7 @@ def estimate(job: TrainingJob, *, probe: bool = False) -> TrainingEstimate:
     micro_overhead = OP_OVERHEAD_S[kind] * facts.num_layers * (2 if t.gradient_checkpointing else 1)
     dequant = em.dequant_flops(facts, timing, data.trained_fraction)  # compact base: float32 matmul FLOPs
     eval_dequant = em.dequant_flops(facts, timing, data.trained_fraction, backward=False)
-    rate32 = _dequant_rate(facts, device, timing.tokens) if dequant else 1.0
+    rate32 = _matmul_rate(facts, device, torch.float32, timing.tokens) if dequant else 1.0  # DEQUANT_FLOPS' unit
     micro_overhead += dequant / rate32
     measured_peak = None
     if probe:
